@@ -1,0 +1,3 @@
+from metanb.cli import main
+
+raise SystemExit(main())
