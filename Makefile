@@ -32,13 +32,13 @@ book: $(STAMP)
 	@echo "book: open _build/html/index.html"
 
 test: $(STAMP)
-	$(BIN)/ruff check metanb tests benchmarks
+	$(BIN)/ruff check metanb tests benchmarks tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests book \
 	  --nbval --nbval-current-env --nbval-cell-timeout=900 \
 	  --nbval-sanitize-with book/nbval_sanitize.cfg
 
 lint: $(STAMP)
-	$(BIN)/ruff check metanb tests benchmarks
+	$(BIN)/ruff check metanb tests benchmarks tools
 
 # Re-execute every chapter in place (stores the outputs nbval compares against).
 notebooks: $(STAMP)

@@ -1,0 +1,69 @@
+"""The shared infrastructure: CLI dispatch, one-line errors, provenance, seeding."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from metanb import MetanbError, cli
+from metanb.provenance import git_commit, provenance
+from metanb.seeding import seed_everything
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "metanb", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_version_flag_prints_package_version():
+    from metanb import __version__
+
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"metanb {__version__}"
+
+
+def test_unknown_command_is_one_line_exit_2():
+    out = run_cli("no-such-command")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "invalid choice" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_metanb_error_in_handler_becomes_one_line(monkeypatch, capsys):
+    def handler(args):
+        raise MetanbError("bad thing; do this instead")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    sub = next(a for a in parser._actions if a.dest == "command")
+    sub.add_parser("boom").set_defaults(func=handler)
+    assert cli.main(["boom"]) == 2
+    err = capsys.readouterr().err
+    assert err == "metanb boom: error: bad thing; do this instead\n"
+
+
+def test_provenance_has_the_fields_results_rely_on():
+    info = provenance("cpu")
+    for key in ("metanb_version", "git_commit", "device", "torch", "time_utc", "python"):
+        assert key in info
+    assert info["device"].startswith("cpu:")
+    json.dumps(info)  # must be JSON-serialisable as stored in results files
+
+
+def test_git_commit_outside_a_repo_is_none(tmp_path):
+    assert git_commit(tmp_path) is None
+
+
+def test_seed_everything_makes_torch_reproducible():
+    g1 = seed_everything(123)
+    a = torch.randn(5)
+    b = torch.randn(3, generator=g1)
+    g2 = seed_everything(123)
+    assert torch.equal(a, torch.randn(5))
+    assert torch.equal(b, torch.randn(3, generator=g2))
