@@ -14,7 +14,6 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
 .PHONY: book test install lint notebooks assignments results clean

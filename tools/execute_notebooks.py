@@ -8,6 +8,7 @@ chapter. Each notebook runs in its own folder with the current environment's ker
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ def execute(path: Path, timeout: int = 1800) -> float:
 
 
 def main(argv: list[str]) -> int:
+    # an inherited MPLBACKEND=Agg stops ipykernel's inline backend: no figures would be stored
+    os.environ.pop("MPLBACKEND", None)
     if not argv:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
