@@ -1,0 +1,160 @@
+"""Figures of the linear-theory chapters (3 and 4), drawn from the plain data returned by
+:mod:`metanb.linear.experiments`. Each function takes that dict (and optional axes) and returns
+the Figure; lines are the mean over seeds, bands mean ± one standard deviation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from metanb.plots.style import method_color
+
+TINY = 1e-18  # floor for log axes (exact zeros are printed, not plotted)
+
+
+def _axes(axes: Axes | Sequence[Axes] | None, count: int, width: float = 6.4) -> list[Axes]:
+    if axes is None:
+        _, made = plt.subplots(1, count, figsize=(width * count if count > 1 else width, 4.0),
+                               layout="constrained", squeeze=False)
+        return list(made[0])
+    return [axes] if isinstance(axes, Axes) else list(axes)
+
+
+def mean_band(ax: Axes, x, values: np.ndarray, color: str, label: str, log: bool = False,
+              marker: str = "o", linestyle: str = "-") -> None:
+    """Mean over seeds (rows) with a ± one-std band (clipped at TINY on log axes)."""
+    mean, std = values.mean(0), values.std(0)
+    low = np.maximum(mean - std, TINY if log else -np.inf)
+    ax.plot(x, np.maximum(mean, TINY) if log else mean, marker=marker, ms=4, color=color,
+            label=label, linestyle=linestyle)
+    ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
+    """(a) SR's distance to its predicted limit (→ 0) and to A_star (→ the predicted gap) vs n;
+    (b) singular values of the shift ``sr_limit − A_star`` for each T: T k nonzero."""
+    ax, bx = _axes(axes, 2, width=5.2)
+    n = data["samples"]
+    mean_band(ax, n, data["dist_to_star"], method_color("sr"), r"$\|\hat A_{SR} - A^\star\|_F$",
+              log=True)
+    mean_band(ax, n, data["dist_to_limit"], "#7570b3",
+              r"$\|\hat A_{SR} - (A^\star + \frac{1}{T}\sum_t U_tU_t^\top)\|_F$", log=True)
+    gap = data["predicted_gap"]
+    ax.axhline(gap.mean(), color=method_color("theory"), ls="--",
+               label=r"predicted $\|\frac{1}{T}\sum_t U_tU_t^\top\|_F$")
+    ax.set(xscale="log", yscale="log", xlabel="retraining samples per task $n$",
+           ylabel="Frobenius distance", title=f"SR converges to its limit (T = {data['tasks']})")
+    ax.legend(fontsize=8)
+    cmap = plt.get_cmap("viridis")
+    Ts = data["spectrum_tasks"]
+    for i, T in enumerate(Ts):
+        s = data["spectrum"][int(T)].mean(0)
+        idx = np.arange(1, len(s) + 1)
+        bx.semilogy(idx, np.maximum(s, 1e-17), marker="o", ms=4,
+                    color=cmap(i / max(len(Ts) - 1, 1)), label=f"T = {T} (Tk = {T * data['k']})")
+    bx.set(xlabel="index $i$", ylabel=r"$\sigma_i(A_{SR} - A^\star)$",
+           title="rank of SR's shift = T k", ylim=(1e-17, None))
+    bx.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_floor_vs_samples(data: dict[str, Any], ax: Axes | None = None) -> Figure:
+    """Excess error after rank-k fine-tuning vs fine-tuning samples: SR plateaus at its floor,
+    LoRA-ML follows σ² p / n."""
+    (ax,) = _axes(ax, 1)
+    m = data["samples"]
+    mean_band(ax, m, data["sr"], method_color("sr"), "SR + rank-k fine-tuning", log=True)
+    mean_band(ax, m, data["lora_ml"], method_color("lora-ml"), "LoRA-ML + rank-k fine-tuning",
+              log=True)
+    ax.axhline(data["sr_floor"].mean(), color=method_color("sr"), ls="--",
+               label="SR floor (Eckart-Young, closed form)")
+    ax.plot(m, data["rate"], color=method_color("theory"), ls="--",
+            label=r"$\sigma^2 (dk - k(k-1)/2)/n$")
+    ax.set(xscale="log", yscale="log", xlabel="fine-tuning samples $n$ of the new task",
+           ylabel=r"excess error $\|\hat A + \Delta\hat W - M_{new}\|_F^2$",
+           title=f"d = {data['d']}, k = {data['k']}, T = {data['tasks']}")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_recovery_vs_tasks(data: dict[str, Any], ax: Axes | None = None) -> Figure:
+    """‖Â − A_star‖/‖A_star‖ against the number of retraining tasks T."""
+    (ax,) = _axes(ax, 1)
+    T = data["tasks"]
+    mean_band(ax, T, data["sr"], method_color("sr"), "SR (population)", log=True)
+    mean_band(ax, T, data["lora_ml_finite"], method_color("lora-ml"),
+              f"LoRA-ML, n = {data['samples']} per task", log=True, linestyle=":")
+    mean_band(ax, T, data["lora_ml"], method_color("lora-ml"), "LoRA-ML (population)", log=True)
+    ax.set(yscale="log", xticks=T, xlabel="retraining tasks $T$",
+           ylabel=r"$\|\hat A - A^\star\|_F / \|A^\star\|_F$", title=r"recovery of $A^\star$")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_two_task_family(data: dict[str, Any], axes=None) -> Figure:
+    """(a) the explicit curve of zero-loss minimisers A(θ) and where LoRA-ML's runs landed on it;
+    (b) their training curves (best loss so far per function evaluation)."""
+    ax, bx = _axes(axes, 2, width=5.2)
+    ax.plot(data["thetas"], data["family_rel_error"], color=method_color("theory"),
+            label=r"family $A(\theta)$ (loss $= 0$)")
+    ax.plot(0.0, 0.0, "*", ms=12, color=method_color("lora-ml"), label=r"$A^\star = A(0)$")
+    cmap = plt.get_cmap("tab10")
+    for i, (theta, err) in enumerate(zip(data["found_theta"], data["found_rel_error"],
+                                         strict=True)):
+        ax.plot(theta, err, "o", ms=8, color=cmap(i), label=f"LoRA-ML, init {data['inits'][i]}")
+    ax.set(xlabel=r"boost angle $\theta$", ylabel=r"$\|A - A^\star\|_F / \|A^\star\|_F$",
+           title="T = 2: a curve of global minima")
+    ax.legend(fontsize=8)
+    for i, hist in enumerate(data["histories"]):
+        bx.semilogy(np.maximum(np.minimum.accumulate(hist), TINY), color=cmap(i),
+                    label=f"init {data['inits'][i]}")
+    bx.set(xlabel="function evaluation (L-BFGS)", ylabel="LoRA-ML loss (best so far)",
+           title="both runs reach zero loss")
+    bx.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_rate(data: dict[str, Any], ax: Axes | None = None) -> Figure:
+    """Log-log excess error vs n for several k, with the σ² p / n lines and fitted slopes."""
+    (ax,) = _axes(ax, 1)
+    cmap = plt.get_cmap("viridis")
+    ks = data["ks"]
+    n = data["samples"]
+    for i, k in enumerate(ks):
+        color = cmap(i / max(len(ks) - 1, 1))
+        k = int(k)
+        mean_band(ax, n, data["error"][k], color,
+                  f"k = {k}: measured (slope {data['slope'][k]:.2f})", log=True)
+        ax.plot(n, data["theory"][k], ls="--", color=color,
+                label=f"k = {k}: $\\sigma^2 p/n$, p = {data['params'][k]}")
+    ax.set(xscale="log", yscale="log", xlabel="fine-tuning samples $n$",
+           ylabel="excess error after LoRA-ML + rank-k fine-tuning",
+           title=f"the $kd/n$ rate (d = {data['d']})")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_rank_misspecification(data: dict[str, Any], axes=None) -> Figure:
+    """(a) fine-tuning floor (n = ∞) against the adapter rank r; (b) error with n samples."""
+    ax, bx = _axes(axes, 2, width=5.2)
+    r = data["ranks"]
+    mean_band(ax, r, data["sr_floor"], method_color("sr"), "SR base")
+    mean_band(ax, r, data["floor"], method_color("lora-ml"), "LoRA-ML base (rank r)")
+    ax.plot(r, data["star_floor"].mean(0), "k--", label=r"from $A^\star$: $\sum_{i>r}\lambda_i^2$")
+    ax.axvline(data["k"], color="grey", lw=0.8)
+    ax.set(xticks=r, xlabel="adapter rank $r$ (true $k$ marked)", ylabel="excess error",
+           title="n = ∞: the floor")
+    ax.legend(fontsize=8)
+    mean_band(bx, r, data["finite"], method_color("lora-ml"), "LoRA-ML base (rank r)")
+    bx.plot(r, data["variance"] + data["star_floor"].mean(0), "k--",
+            label=r"$\sigma^2 p(r)/n$ + floor from $A^\star$")
+    bx.axvline(data["k"], color="grey", lw=0.8)
+    bx.set(xticks=r, xlabel="adapter rank $r$", ylabel="excess error",
+           title=f"n = {data['samples']} fine-tuning samples")
+    bx.legend(fontsize=8)
+    return ax.figure
