@@ -23,11 +23,17 @@ def git_commit(path: str | Path | None = None) -> str | None:
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
         return None
-    dirty = subprocess.run(
+    # dirty: tracked changes anywhere, or code of this package that git does not track yet
+    package = Path(__file__).resolve().parent
+    tracked = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
         cwd=where, capture_output=True, text=True, timeout=5,
     ).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
+    untracked = subprocess.run(
+        ["git", "status", "--porcelain", "--", str(package)],
+        cwd=package, capture_output=True, text=True, timeout=5,
+    ).stdout.strip()
+    return commit + ("-dirty" if tracked or untracked else "")
 
 
 def device_description(device: str | torch.device | None = None) -> str:

@@ -67,3 +67,20 @@ def test_seed_everything_makes_torch_reproducible():
     g2 = seed_everything(123)
     assert torch.equal(a, torch.randn(5))
     assert torch.equal(b, torch.randn(3, generator=g2))
+
+
+def test_git_commit_names_the_commit_and_marks_tracked_changes_dirty(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a\n")
+    git("add", "f.txt")
+    git("commit", "-qm", "c")
+    head = git("rev-parse", "HEAD")
+    assert git_commit(tmp_path).startswith(head)
+    (tmp_path / "f.txt").write_text("b\n")
+    assert git_commit(tmp_path) == head + "-dirty"
