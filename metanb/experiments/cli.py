@@ -1,0 +1,179 @@
+"""``python -m metanb run`` and ``python -m metanb results``.
+
+``run convai2 --profile quick --out DIR [--set key=value ...]`` runs (or resumes) the grid;
+``results DIR [--json]`` prints the method x fine-tuning-rank table and writes the figures
+next to the results. A folder of run folders (e.g. a sweep over T) is summarised as a sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from metanb.errors import MetanbError
+
+FIGURE_RANK = "accuracy_vs_rank.png"
+FIGURE_T = "gain_vs_T.png"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run", help="run (or resume) a language-model experiment grid",
+        description="Run the grid methods x seeds (x retraining ranks) of an experiment, "
+                    "writing results.jsonl and config.yaml to --out. Re-running the same "
+                    "command resumes; a finished grid does no training. For several GPUs: "
+                    "accelerate launch -m metanb run ...")
+    run.add_argument("experiment", choices=["convai2"], help="the experiment to run")
+    run.add_argument("--profile", default="quick",
+                     help="preset: quick (offline CPU, default) | colab | paper")
+    run.add_argument("--config", type=Path, default=None,
+                     help="YAML/JSON file of settings applied on top of the profile")
+    run.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
+    run.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set retrain.steps=50 (repeatable)")
+    run.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds")
+    run.add_argument("--methods", nargs="+", default=None,
+                     help="retraining methods: standard lora-ml reptile")
+    run.add_argument("--device", default=None, help="auto | cpu | cuda")
+    run.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for torch (default: torch's choice; 1 is often faster "
+                          "on a busy shared CPU)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--keep-work", action="store_true",
+                     help="keep retraining checkpoints and bases under OUT/work when done")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config and the cells to run, then stop")
+    run.set_defaults(func=_run)
+
+    res = subparsers.add_parser(
+        "results", help="summarise a run folder (table + figures)",
+        description="Print accuracy (mean ± std over seeds) per method and fine-tuning rank, "
+                    "and write the figures as PNG next to the results.")
+    res.add_argument("dir", type=Path, help="a run folder, or a folder of run folders (sweep)")
+    res.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    res.add_argument("--no-plots", action="store_true", help="do not write figures")
+    res.set_defaults(func=_results)
+
+
+def resolve_config(args: argparse.Namespace) -> Any:
+    """Profile, then --config file, then flags, then --set overrides (last wins); validated."""
+    from metanb.experiments.config import flatten, read_settings
+    from metanb.experiments.profiles import load_profile
+
+    config = load_profile(args.profile)
+    if args.config is not None:
+        config = config.override(flatten(read_settings(args.config)))
+    flags: dict[str, Any] = {"experiment": args.experiment}
+    if args.seeds is not None:
+        flags["seeds"] = args.seeds
+    if args.methods is not None:
+        flags["retrain.methods"] = args.methods
+    if args.device is not None:
+        flags["device"] = args.device
+    config = config.override(flags).override(args.overrides)
+    return config.validate()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from metanb.experiments.results import format_table, summarize
+    from metanb.experiments.runner import grid_cells, plan, read_jsonl, run_grid
+
+    config = resolve_config(args)
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        todo = plan(config, read_jsonl(args.out / "results.jsonl"))
+        print(f"# {len(grid_cells(config))} cells, {len(todo)} to run: "
+              + ", ".join(cell.name for cell, _ in todo))
+        return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            raise MetanbError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = run_grid(config, args.out, progress=not args.no_progress,
+                      keep_work=args.keep_work, log=lambda m: print(m, file=sys.stderr))
+    print(f"{len(report.written)} new evaluation(s), {report.skipped} already done; "
+          f"results in {args.out / 'results.jsonl'}")
+    records = read_jsonl(args.out / "results.jsonl")
+    if records:
+        print(format_table(summarize(records, config.retrain.methods)))
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from metanb.experiments.results import (
+        describe_run,
+        find_runs,
+        format_table,
+        paired_gain,
+        rows_as_dicts,
+        summarize,
+    )
+
+    runs = find_runs(args.dir)
+    summaries = [(run, summarize(run.records, run.config.retrain.methods)) for run in runs]
+    if args.json:
+        payload: dict[str, Any] = {"runs": [
+            {"path": str(run.path), "description": describe_run(run),
+             "tasks": run.config.tasks.retrain, "rows": rows_as_dicts(rows)}
+            for run, rows in summaries]}
+        if len(runs) > 1:
+            payload["gain_vs_T"] = _gains(runs, paired_gain)
+        print(json.dumps(payload, indent=2))
+    else:
+        for run, rows in summaries:
+            print(f"{run.path}: {describe_run(run)}")
+            print(format_table(rows))
+            print()
+        if len(runs) > 1:
+            print("LoRA-ML − SR accuracy (paired over seeds) by T:")
+            for T, gains in _gains(runs, paired_gain).items():
+                print(f"  T={T}: " + ", ".join(
+                    f"{lab}: {m:+.3f}" for lab, (m, _, _) in gains.items()))
+    if not args.no_plots:
+        for path in _write_figures(args.dir, runs, summaries):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _gains(runs: list[Any], paired_gain: Any) -> dict[int, Any]:
+    T_of = [run.config.tasks.retrain for run in runs]
+    if len(set(T_of)) != len(T_of):
+        raise MetanbError("the run folders of a sweep must differ in tasks.retrain (T); found "
+                          + ", ".join(str(t) for t in T_of))
+    return {run.config.tasks.retrain: paired_gain(run.records) for run in runs}
+
+
+def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metanb.experiments.results import describe_run, paired_gain
+    from metanb.plots.results import plot_accuracy_vs_rank, plot_gain_vs_tasks
+    from metanb.plots.style import apply_style
+
+    apply_style()
+    written = []
+    for run, rows in summaries:
+        fig, ax = plt.subplots()
+        plot_accuracy_vs_rank(rows, ax=ax, caption=describe_run(run),
+                              chance=1.0 / run.config.tasks.candidates)
+        fig.tight_layout()
+        fig.savefig(run.path / FIGURE_RANK, dpi=120)
+        plt.close(fig)
+        written.append(run.path / FIGURE_RANK)
+    if len(runs) > 1:
+        fig, ax = plt.subplots()
+        plot_gain_vs_tasks(_gains(runs, paired_gain), ax=ax, caption=describe_run(runs[0]))
+        fig.tight_layout()
+        fig.savefig(folder / FIGURE_T, dpi=120)
+        plt.close(fig)
+        written.append(folder / FIGURE_T)
+    return written

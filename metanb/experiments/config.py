@@ -1,0 +1,472 @@
+"""The typed configuration of a language-model experiment.
+
+One nested dataclass, :class:`ExperimentConfig`, describes a whole run: the model, where the
+persona data come from, how tasks are cut, how the base is retrained and how held-out personas
+are fine-tuned. It prints, round-trips through YAML/JSON, and is overridden from the command
+line with dotted keys (``--set retrain.steps=200``). :meth:`ExperimentConfig.validate` turns
+every inconsistent setting into a one-line :class:`~metanb.errors.MetanbError` *before* any
+training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metanb.errors import MetanbError
+
+METHODS: tuple[str, ...] = ("standard", "lora-ml", "reptile")
+# methods whose retraining does not use a LoRA rank: one cell per (method, seed), not per rank
+RANKLESS_METHODS: frozenset[str] = frozenset({"standard"})
+DATA_SOURCES: tuple[str, ...] = ("generator", "parlai", "hf")
+MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(
+        default="tiny-roberta",
+        metadata=_help("model for metanb.models.load_model: tiny-roberta | minilm-offline | "
+                       "roberta-base | a Hub id or local path"),
+    )
+    target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata=_help("names of the Linear layers that carry LoRA adapters"),
+    )
+
+
+@dataclass
+class DataConfig:
+    source: str = field(
+        default="generator",
+        metadata=_help("generator (offline persona-chat generator) | parlai (a ParlAI text "
+                       "file, see path) | hf (a Hugging Face dataset, see hf_name)"),
+    )
+    path: str | None = field(
+        default=None,
+        metadata=_help("ParlAI file for source=parlai; 'sample' = the sample shipped in "
+                       "metanb/data/samples/"),
+    )
+    hf_name: str | None = field(default=None, metadata=_help("Hub dataset for source=hf"))
+    hf_split: str = field(default="train", metadata=_help("split of the Hub dataset"))
+    personas: int = field(default=40, metadata=_help("generator: personas to generate"))
+    dialogues_per_persona: int = field(
+        default=8, metadata=_help("generator: dialogues per persona")
+    )
+    seed: int = field(
+        default=0,
+        metadata=_help("seed of the data set itself (generator); fixed across run seeds, "
+                       "which vary the persona split, initialisation and training"),
+    )
+    include_persona: bool = field(
+        default=False,
+        metadata=_help("put the persona's profile text in the input (the paper does not: "
+                       "the model must learn the persona)"),
+    )
+
+
+@dataclass
+class TaskConfig:
+    retrain: int = field(default=16, metadata=_help("T: number of retraining personas (tasks)"))
+    heldout: int = field(default=8, metadata=_help("held-out personas (new tasks)"))
+    support: int = field(
+        default=8,
+        metadata=_help("n: support examples per held-out persona for fine-tuning (taken by "
+                       "whole dialogues, so possibly a few more); the rest is the query set"),
+    )
+    candidates: int = field(default=20, metadata=_help("m: candidate utterances per example"))
+    max_length: int = field(default=64, metadata=_help("tokens per (history, candidate) pair"))
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = field(
+        default=0,
+        metadata=_help("steps of a short standard training of a random-init model on pooled "
+                       "data of separate personas, shared by every method; 0 = none (use it "
+                       "only for models that start untrained)"),
+    )
+    personas: int = field(
+        default=40, metadata=_help("generator personas used for pretraining (disjoint seed)")
+    )
+    lr: float = field(default=1e-3, metadata=_help("pretraining learning rate"))
+    batch_size: int = field(default=16, metadata=_help("pretraining batch size"))
+
+
+@dataclass
+class RetrainConfig:
+    methods: list[str] = field(
+        default_factory=lambda: ["standard", "lora-ml"],
+        metadata=_help("retraining methods: standard (SR) | lora-ml | reptile"),
+    )
+    ranks: list[int] = field(
+        default_factory=lambda: [8],
+        metadata=_help("LoRA rank(s) of the per-task adapters during retraining (a grid axis)"),
+    )
+    steps: int = field(default=200, metadata=_help("retraining optimiser steps"))
+    lr: float = field(default=1e-4, metadata=_help("retraining learning rate"))
+    batch_size: int = field(default=8, metadata=_help("examples per task batch"))
+    tasks_per_step: int | None = field(
+        default=None,
+        metadata=_help("personas mixed in one step, capped at T (None = all, at most 8)")
+    )
+    grad_accum: int = field(default=1, metadata=_help("gradient accumulation steps"))
+    mixed_precision: str = field(default="no", metadata=_help("no | fp16 | bf16"))
+    checkpoint_every: int = field(
+        default=50, metadata=_help("steps between resumable retraining checkpoints")
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    ranks: list[int] = field(
+        default_factory=lambda: [1, 4, 8, 16],
+        metadata=_help("LoRA ranks for fine-tuning a held-out persona (rank 0, no fine-tuning, "
+                       "is always evaluated as a reference)"),
+    )
+    head: bool = field(default=True, metadata=_help("also fine-tune the last layer only"))
+    steps: int = field(default=50, metadata=_help("fine-tuning steps per held-out persona"))
+    lr: float = field(default=1e-3, metadata=_help("fine-tuning learning rate"))
+    batch_size: int = field(default=8, metadata=_help("fine-tuning batch size"))
+    eval_batch_size: int = field(default=32, metadata=_help("evaluation batch size"))
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = field(default="convai2", metadata=_help("experiment name"))
+    profile: str | None = field(default=None, metadata=_help("profile this config came from"))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_help("run seeds (grid axis)"))
+    device: str = field(
+        default="auto",
+        metadata=_help("auto (GPU if any; each process's own under accelerate launch) | cpu | "
+                       "cuda"),
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    # ---- conversions -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        """Build from a (possibly partial) nested dict; unknown keys are errors."""
+        return _build(cls, raw, prefix="")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | Path) -> Path:
+        """Write YAML (or JSON when the name ends in .json)."""
+        path = Path(path)
+        text = self.to_json() if path.suffix == ".json" else self.to_yaml()
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentConfig:
+        """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+        return cls.from_dict(read_settings(path))
+
+    # ---- overrides ---------------------------------------------------------------------
+    def override(self, assignments: list[str] | dict[str, Any]) -> ExperimentConfig:
+        """A copy with dotted-key overrides, e.g. ``["retrain.steps=100", "seeds=[0,1]"]``.
+
+        String values are parsed by the field's type (``1e-4`` is a float, ``[1,4]`` or
+        ``1,4`` a list, ``none`` is None), so the command line needs no quoting tricks.
+        """
+        items = (
+            list(assignments.items()) if isinstance(assignments, dict)
+            else [_split_assignment(a) for a in assignments]
+        )
+        raw = self.to_dict()
+        for key, value in items:
+            section, name = _locate(raw, key)
+            kind = _field_type(ExperimentConfig, key)
+            section[name] = _coerce(value, kind, key) if isinstance(value, str) else value
+        return ExperimentConfig.from_dict(raw)
+
+    # ---- validation --------------------------------------------------------------------
+    def validate(self) -> ExperimentConfig:
+        """Raise a one-line MetanbError for the first inconsistent setting; return self."""
+        t, r, f, d = self.tasks, self.retrain, self.finetune, self.data
+        if self.experiment != "convai2":
+            raise MetanbError(f"unknown experiment {self.experiment!r}; the only one is 'convai2'")
+        if not r.methods:
+            raise MetanbError("retrain.methods is empty; list at least one of "
+                              + ", ".join(METHODS))
+        for method in r.methods:
+            if method not in METHODS:
+                raise MetanbError(f"unknown method {method!r} in retrain.methods; "
+                                  f"choose from {', '.join(METHODS)}")
+        _no_duplicates(r.methods, "retrain.methods")
+        if not r.ranks:
+            raise MetanbError("retrain.ranks is empty; give at least one LoRA rank, e.g. [8]")
+        if not f.ranks and not f.head:
+            raise MetanbError("finetune.ranks is empty and finetune.head is false: nothing to "
+                              "fine-tune; give ranks such as [1, 4, 8, 16] or set head=true")
+        for key, ranks in (("retrain.ranks", r.ranks), ("finetune.ranks", f.ranks)):
+            _no_duplicates(ranks, key)
+            for rank in ranks:
+                if rank < 1:
+                    raise MetanbError(f"{key} holds {rank}; LoRA ranks are >= 1 (rank 0, no "
+                                      "fine-tuning, is always evaluated)")
+        if not self.seeds:
+            raise MetanbError("seeds is empty; give at least one seed, e.g. [0]")
+        _no_duplicates(self.seeds, "seeds")
+        if d.source not in DATA_SOURCES:
+            raise MetanbError(f"unknown data.source {d.source!r}; choose from "
+                              + ", ".join(DATA_SOURCES))
+        if d.source == "parlai" and not d.path:
+            raise MetanbError("data.source=parlai needs data.path (a ParlAI file, or 'sample')")
+        if d.source == "hf" and not d.hf_name:
+            raise MetanbError("data.source=hf needs data.hf_name (a Hub dataset name)")
+        if self.device not in DEVICES:
+            raise MetanbError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}"
+                              " (accelerate places each process on its GPU)")
+        if r.mixed_precision not in MIXED_PRECISION:
+            raise MetanbError(f"unknown retrain.mixed_precision {r.mixed_precision!r}; "
+                              f"choose from {', '.join(MIXED_PRECISION)}")
+        positive = {
+            "tasks.retrain": t.retrain, "tasks.heldout": t.heldout, "tasks.support": t.support,
+            "tasks.max_length": t.max_length, "retrain.steps": r.steps,
+            "retrain.batch_size": r.batch_size, "retrain.grad_accum": r.grad_accum,
+            "retrain.checkpoint_every": r.checkpoint_every,
+            "finetune.batch_size": f.batch_size, "finetune.eval_batch_size": f.eval_batch_size,
+            "data.personas": d.personas, "data.dialogues_per_persona": d.dialogues_per_persona,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise MetanbError(f"{key} must be >= 1, got {value}")
+        if t.candidates < 2:
+            raise MetanbError(f"tasks.candidates must be >= 2 (a choice), got {t.candidates}")
+        for key, value in (("finetune.steps", f.steps), ("pretrain.steps", self.pretrain.steps)):
+            if value < 0:
+                raise MetanbError(f"{key} must be >= 0, got {value}")
+        for key, value in (("retrain.lr", r.lr), ("finetune.lr", f.lr),
+                           ("pretrain.lr", self.pretrain.lr)):
+            if not value > 0:
+                raise MetanbError(f"{key} must be > 0, got {value}")
+        if r.tasks_per_step is not None and r.tasks_per_step < 1:
+            raise MetanbError(f"retrain.tasks_per_step must be >= 1 (or none for all, capped "
+                              f"at 8 by the loop), got {r.tasks_per_step}")
+        if d.source == "generator":
+            check_persona_count(t.retrain, t.heldout, d.personas, "the generator (data.personas)")
+        if not self.model.target_modules:
+            raise MetanbError("model.target_modules is empty; name the Linear layers for LoRA, "
+                              "e.g. [query, value]")
+        return self
+
+    # ---- grid helpers ------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change results, i.e. everything but the grid axes and runtime.
+
+        Two runs may share an output folder (and extend its grid with more seeds, methods or
+        ranks) exactly when their fingerprints agree.
+        """
+        raw = self.to_dict()
+        for key in ("profile", "seeds", "device"):
+            raw.pop(key)
+        raw["retrain"].pop("methods")
+        raw["retrain"].pop("ranks")
+        raw["retrain"].pop("checkpoint_every")
+        raw["finetune"].pop("ranks")
+        raw["finetune"].pop("head")
+        return raw
+
+
+def read_settings(path: str | Path) -> dict[str, Any]:
+    """The nested mapping of settings in a YAML/JSON file (possibly partial)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetanbError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MetanbError(f"config file {path} is not valid YAML/JSON: {first}") from None
+    if not isinstance(raw, dict):
+        raise MetanbError(f"config file {path} must hold a mapping of settings")
+    return raw
+
+
+def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings -> dotted keys, the form :meth:`ExperimentConfig.override` takes."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_persona_count(retrain: int, heldout: int, available: int, where: str) -> None:
+    """One message for 'asked for more personas than the data hold' (config and data time)."""
+    if retrain + heldout > available:
+        raise MetanbError(
+            f"tasks.retrain={retrain} + tasks.heldout={heldout} personas needed but {where} "
+            f"has only {available}; lower T / held-out personas or use more data")
+
+
+def config_keys() -> dict[str, str]:
+    """Every dotted key ``--set`` accepts, with its help text (for the CLI's error messages)."""
+    out: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                out[f"{prefix}{f.name}"] = f.metadata.get("help", "")
+
+    walk(ExperimentConfig, "")
+    return out
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two nested dicts: ``key: a != b``."""
+    out: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} != {vb!r}")
+    return out
+
+
+# ---- internals ---------------------------------------------------------------------------
+
+def _no_duplicates(values: list[Any], key: str) -> None:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise MetanbError(f"{key} lists {seen[0]!r} twice; list each value once")
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise MetanbError(f"override {text!r} is not key=value (e.g. retrain.steps=100)")
+    return key.strip(), value.strip()
+
+
+def _locate(raw: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    *path, name = key.split(".")
+    section = raw
+    for part in path:
+        if not isinstance(section.get(part), dict):
+            raise _unknown_key(key)
+        section = section[part]
+    if name not in section or isinstance(section[name], dict):
+        raise _unknown_key(key)
+    return section, name
+
+
+def _unknown_key(key: str) -> MetanbError:
+    keys = config_keys()
+    near = [k for k in keys if k.endswith("." + key.split(".")[-1]) or k == key.split(".")[-1]]
+    hint = f"did you mean {', '.join(near)}?" if near else "valid keys: " + ", ".join(keys)
+    return MetanbError(f"unknown config key {key!r}; {hint}")
+
+
+def _field_type(cls: type, key: str) -> Any:
+    *path, name = key.split(".")
+    for part in path:
+        cls = typing.get_type_hints(cls)[part]
+    return typing.get_type_hints(cls)[name]
+
+
+def _unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return kind, False
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Convert a parsed value (or a command-line string) to the field's declared type."""
+    kind, optional = _unwrap_optional(kind)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+        if optional:
+            return None
+        raise MetanbError(f"{key} cannot be none")
+    origin = typing.get_origin(kind)
+    try:
+        if origin is list:
+            (item,) = typing.get_args(kind)
+            if isinstance(value, str):
+                text = value.strip()
+                parsed = yaml.safe_load(text) if text.startswith("[") else (
+                    [] if not text else text.split(","))
+                value = parsed
+            if not isinstance(value, list | tuple):
+                value = [value]
+            return [_coerce(v.strip() if isinstance(v, str) else v, item, key) for v in value]
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("true", "yes", "1", "on"):
+                return True
+            if text in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if kind is str:
+            if isinstance(value, dict | list):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError, yaml.YAMLError):
+        name = getattr(kind, "__name__", str(kind))
+        if origin is list:
+            name = f"list of {typing.get_args(kind)[0].__name__}"
+        raise MetanbError(f"{key}={value!r} is not a valid {name}") from None
+    raise TypeError(f"unsupported config field type {kind!r} for {key}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise MetanbError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping, "
+                          f"got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise _unknown_key(prefix + unknown[0])
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, kind, prefix + name)
+    return cls(**kwargs)

@@ -1,0 +1,173 @@
+"""Reading a run folder back: records -> summary rows (mean ± std over seeds) -> table.
+
+Everything here is pure bookkeeping on the JSON records written by the runner, so chapter 6
+and ``python -m metanb results DIR`` compute the same numbers from committed files without
+touching a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from metanb.errors import MetanbError
+from metanb.experiments.config import ExperimentConfig
+from metanb.experiments.runner import CONFIG_FILE, RESULTS_FILE, read_jsonl
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Accuracy of one (method, retraining rank, fine-tuning) over seeds."""
+
+    method: str
+    retrain_rank: int | None
+    finetune: str            # "0" (no fine-tuning), a LoRA rank "4", or "head"
+    mean: float
+    std: float | None        # sample standard deviation (n - 1); None for a single seed
+    n: int                   # number of seeds
+    seeds: tuple[int, ...]
+
+    @property
+    def method_label(self) -> str:
+        if self.retrain_rank is None:
+            return self.method
+        return f"{self.method} (r={self.retrain_rank})"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder: its config and its records."""
+
+    path: Path
+    config: ExperimentConfig
+    records: list[dict[str, Any]]
+
+
+def load_run(path: str | Path) -> Run:
+    """Read ``config.yaml`` and ``results.jsonl`` of a run folder."""
+    path = Path(path)
+    if not (path / RESULTS_FILE).is_file():
+        raise MetanbError(f"{path} holds no {RESULTS_FILE}; give the --out folder of a run")
+    config = ExperimentConfig.load(path / CONFIG_FILE)
+    return Run(path=path, config=config, records=read_jsonl(path / RESULTS_FILE))
+
+
+def find_runs(path: str | Path) -> list[Run]:
+    """A run folder itself, or (a sweep) every run folder directly inside it, sorted by name."""
+    path = Path(path)
+    if (path / RESULTS_FILE).is_file():
+        return [load_run(path)]
+    if not path.is_dir():
+        raise MetanbError(f"{path} does not exist; give the --out folder of a run")
+    runs = [load_run(p) for p in sorted(path.iterdir()) if (p / RESULTS_FILE).is_file()]
+    if not runs:
+        raise MetanbError(f"{path} holds no {RESULTS_FILE}, nor run folders that do")
+    return runs
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for fewer than two values)."""
+    if not values:
+        raise ValueError("no values")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+def finetune_order(label: str) -> tuple[int, int]:
+    """Sort key for fine-tuning labels: 0, 1, 4, 8, 16, ..., then head."""
+    return (1, 0) if label == "head" else (0, int(label))
+
+
+def summarize(records: Iterable[dict[str, Any]], methods: Sequence[str] | None = None
+              ) -> list[SummaryRow]:
+    """Mean ± std over seeds of each (method, retraining rank, fine-tuning) in ``records``.
+
+    Rows come ordered by method (``methods`` order if given, else first appearance), then
+    retraining rank, then fine-tuning (0, ranks ascending, head).
+    """
+    groups: dict[tuple[str, int | None, str], dict[int, float]] = defaultdict(dict)
+    order: list[str] = list(methods or [])
+    for r in records:
+        groups[(r["method"], r["retrain_rank"], r["finetune"])][r["seed"]] = r["accuracy"]
+        if r["method"] not in order:
+            order.append(r["method"])
+    rows = []
+    for (method, rrank, label), by_seed in groups.items():
+        seeds = tuple(sorted(by_seed))
+        mean, std = mean_std([by_seed[s] for s in seeds])
+        rows.append(SummaryRow(method, rrank, label, mean, std, len(seeds), seeds))
+    rows.sort(key=lambda row: (order.index(row.method), -1 if row.retrain_rank is None
+                               else row.retrain_rank, finetune_order(row.finetune)))
+    return rows
+
+
+def paired_gain(records: Iterable[dict[str, Any]], method: str = "lora-ml",
+                baseline: str = "standard") -> dict[str, tuple[float, float | None, int]]:
+    """Per fine-tuning label: mean ± std over seeds of ``method`` minus ``baseline`` accuracy.
+
+    Differences are paired by seed (both methods see the same persona split and data), which
+    removes the split-to-split variation from the comparison. When a method was retrained at
+    several ranks, its smallest retraining rank is used.
+    """
+    records = list(records)
+    a, b = _by_label_seed(records, method), _by_label_seed(records, baseline)
+    out: dict[str, tuple[float, float | None, int]] = {}
+    for label in sorted({lab for lab, _ in a}, key=finetune_order):
+        diffs = [a[key] - b[key] for key in sorted(a) if key[0] == label and key in b]
+        if diffs:
+            mean, std = mean_std(diffs)
+            out[label] = (mean, std, len(diffs))
+    return out
+
+
+def _by_label_seed(records: list[dict[str, Any]], method: str) -> dict[tuple[str, int], float]:
+    mine = [r for r in records if r["method"] == method]
+    ranks = sorted({r["retrain_rank"] for r in mine}, key=lambda x: -1 if x is None else x)
+    return {(r["finetune"], r["seed"]): r["accuracy"] for r in mine
+            if ranks and r["retrain_rank"] == ranks[0]}
+
+
+def format_cell(mean: float, std: float | None, digits: int = 3) -> str:
+    return f"{mean:.{digits}f} ± " + ("–" if std is None else f"{std:.{digits}f}")
+
+
+def format_table(rows: Sequence[SummaryRow], digits: int = 3) -> str:
+    """A plain-text table: one line per method, one column per fine-tuning (rank or head)."""
+    labels = sorted({r.finetune for r in rows}, key=finetune_order)
+    methods = list(dict.fromkeys(r.method_label for r in rows))
+    cells = {(r.method_label, r.finetune): format_cell(r.mean, r.std, digits) for r in rows}
+    seeds = {r.method_label: r.n for r in rows}
+    header = ["method \\ fine-tuning rank"] + labels + ["seeds"]
+    body = [[m] + [cells.get((m, lab), "") for lab in labels] + [str(seeds[m])]
+            for m in methods]
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def rows_as_dicts(rows: Sequence[SummaryRow]) -> list[dict[str, Any]]:
+    return [{**asdict(r), "seeds": list(r.seeds)} for r in rows]
+
+
+def describe_run(run: Run) -> str:
+    """One line naming profile, model, data and device, for figure captions and tables."""
+    c = run.config
+    data = {
+        "generator": f"generated personas (data seed {c.data.seed})",
+        "parlai": f"ParlAI file {c.data.path}",
+        "hf": f"{c.data.hf_name} ({c.data.hf_split})",
+    }[c.data.source]
+    devices = sorted({r["provenance"].get("device", "?") for r in run.records})
+    commits = sorted({str(r["provenance"].get("git_commit"))[:12] for r in run.records})
+    return (f"profile {c.profile or 'custom'} · model {c.model.name} · {data} · "
+            f"T={c.tasks.retrain}, n={c.tasks.support}, m={c.tasks.candidates} · "
+            f"device {', '.join(devices) or '?'} · commit {', '.join(commits) or '?'}")

@@ -1,0 +1,352 @@
+"""The grid runner: methods x seeds (x retraining ranks), resumable at any moment.
+
+A *cell* is one retraining run, ``(method, seed, retraining rank)``; it produces one base model
+that is evaluated as is (fine-tuning rank 0, the reference), after LoRA fine-tuning at every
+listed rank, and after last-layer fine-tuning. Each evaluation becomes one *record*, appended
+to ``results.jsonl`` as soon as it exists (one ``write`` of one line, then ``fsync``), so a run
+killed at any moment loses at most the work since the last record or retraining checkpoint.
+
+The runner knows nothing about language models: it calls a *cell function* (the real one is
+:func:`metanb.experiments.pipeline.convai2_cell`; tests inject a fake) that yields one
+:class:`CellResult` per fine-tuning spec it was asked for. Re-running the same command reads
+the records, skips every finished evaluation and calls the cell function only for what is
+missing; a finished grid does no training at all.
+
+Under ``accelerate launch`` every process runs the same grid (retraining is data-parallel
+inside :func:`metanb.retrain.retrain`); only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from metanb.errors import MetanbError
+from metanb.experiments.config import RANKLESS_METHODS, ExperimentConfig, diff
+
+RESULTS_FILE = "results.jsonl"
+CONFIG_FILE = "config.yaml"
+WORK_DIR = "work"
+
+
+# ---- the grid ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One retraining run. ``retrain_rank`` is None for methods that use no adapters (SR)."""
+
+    seed: int
+    method: str
+    retrain_rank: int | None
+
+    @property
+    def name(self) -> str:
+        rank = "" if self.retrain_rank is None else f"-r{self.retrain_rank}"
+        return f"{self.method}{rank}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """How a held-out persona is adapted: ``none`` (rank 0), ``lora`` at a rank, or ``head``."""
+
+    kind: str
+    rank: int = 0
+
+    @property
+    def label(self) -> str:
+        """The column name in tables: ``0``, ``4``, ``head``."""
+        return "head" if self.kind == "head" else str(self.rank)
+
+
+NO_FINETUNE = FinetuneSpec("none", 0)
+HEAD = FinetuneSpec("head", 0)
+
+
+def grid_cells(config: ExperimentConfig) -> list[Cell]:
+    """Every cell, seed-major (per-seed caches are reused by the cells that follow)."""
+    cells: list[Cell] = []
+    for seed in config.seeds:
+        for method in config.retrain.methods:
+            ranks: list[int | None] = (
+                [None] if method in RANKLESS_METHODS else list(config.retrain.ranks))
+            cells += [Cell(seed, method, rank) for rank in ranks]
+    return cells
+
+
+def finetune_specs(config: ExperimentConfig) -> list[FinetuneSpec]:
+    """Rank 0 (no fine-tuning) first, then each LoRA rank, then the last layer if asked."""
+    specs = [NO_FINETUNE] + [FinetuneSpec("lora", r) for r in config.finetune.ranks]
+    return specs + ([HEAD] if config.finetune.head else [])
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a record in a run: (method, seed, retraining rank, fine-tuning label)."""
+    return (record["method"], record["seed"], record["retrain_rank"], record["finetune"])
+
+
+def _key(cell: Cell, spec: FinetuneSpec) -> tuple[Any, ...]:
+    return (cell.method, cell.seed, cell.retrain_rank, spec.label)
+
+
+# ---- what a cell function receives and yields ------------------------------------------------
+
+@dataclass
+class CellContext:
+    """Everything a cell function may use besides the cell itself."""
+
+    config: ExperimentConfig
+    workdir: Path          # this cell's scratch folder: retraining checkpoint, saved base
+    shared_dir: Path       # the run's scratch folder: per-seed caches (e.g. pretraining)
+    cache: dict[str, Any]  # in-memory objects shared by the cells of one invocation
+    progress: bool = True
+    is_main: bool = True
+
+
+@dataclass
+class CellResult:
+    """One evaluation of one cell: accuracy on each held-out persona after one spec."""
+
+    spec: FinetuneSpec
+    accuracy_per_persona: dict[str, float]
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CellFunction(Protocol):
+    def __call__(
+        self, cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
+    ) -> Iterable[CellResult]: ...
+
+
+# ---- atomic JSONL ----------------------------------------------------------------------------
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as one line with a single write, flushed to disk.
+
+    A crash can at worst leave a torn *last* line, which :func:`read_jsonl` ignores and
+    :func:`repair_jsonl` removes before the next append.
+    """
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a JSONL file (a torn last line from a crash is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the unterminated tail of an interrupted write
+                continue
+            raise MetanbError(f"{path}:{number} is not a JSON record; the results file is "
+                              "corrupt, remove that line or use a fresh --out") from None
+    return records
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut an unterminated last line (left by a kill during a write) so appends stay valid."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---- the run folder's config -----------------------------------------------------------------
+
+def _merged(old: ExperimentConfig, new: ExperimentConfig) -> ExperimentConfig:
+    """``new`` with grid axes extended by ``old``'s, so config.yaml describes every record."""
+
+    def union(a: list[Any], b: list[Any]) -> list[Any]:
+        return a + [x for x in b if x not in a]
+
+    return new.override({
+        "seeds": union(old.seeds, new.seeds),
+        "retrain.methods": union(old.retrain.methods, new.retrain.methods),
+        "retrain.ranks": union(old.retrain.ranks, new.retrain.ranks),
+        "finetune.ranks": union(old.finetune.ranks, new.finetune.ranks),
+        "finetune.head": old.finetune.head or new.finetune.head,
+    })
+
+
+def prepare_run_dir(config: ExperimentConfig, out: Path, write: bool = True) -> None:
+    """Create ``out`` and its config.yaml; refuse a folder holding a run with other settings.
+
+    The same folder may be re-used to resume, or to *extend* its grid (more seeds, methods or
+    ranks); any other difference would mix incomparable records, so it is an error.
+    """
+    path = out / CONFIG_FILE
+    if path.exists():
+        old = ExperimentConfig.load(path)
+        changes = diff(old.fingerprint(), config.fingerprint())
+        if changes:
+            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+            raise MetanbError(
+                f"{out} holds a run with different settings: {changes[0]}{more}; use another "
+                "--out, or the same settings to resume")
+        config = _merged(old, config)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(path, config.to_yaml())
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of ``accelerate launch`` / ``torchrun``."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _barrier() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+# ---- the runner ------------------------------------------------------------------------------
+
+@dataclass
+class RunReport:
+    """What one invocation did: how many evaluations were already there, and which it ran."""
+
+    out: Path
+    skipped: int
+    written: list[dict[str, Any]]
+    cells_run: list[str]
+
+
+def plan(config: ExperimentConfig, records: Iterable[dict[str, Any]]
+         ) -> list[tuple[Cell, list[FinetuneSpec]]]:
+    """The cells with missing evaluations, each with the specs still to run."""
+    done = {record_key(r) for r in records}
+    todo = []
+    for cell in grid_cells(config):
+        specs = [s for s in finetune_specs(config) if _key(cell, s) not in done]
+        if specs:
+            todo.append((cell, specs))
+    return todo
+
+
+def make_record(config: ExperimentConfig, cell: Cell, result: CellResult,
+                prov: dict[str, Any]) -> dict[str, Any]:
+    """One line of results.jsonl: the numbers plus everything needed to trust them later."""
+    accs = result.accuracy_per_persona
+    return {
+        "experiment": config.experiment,
+        "profile": config.profile,
+        "method": cell.method,
+        "seed": cell.seed,
+        "retrain_rank": cell.retrain_rank,
+        "finetune": result.spec.label,
+        "finetune_kind": result.spec.kind,
+        "finetune_rank": result.spec.rank,
+        "accuracy": sum(accs.values()) / len(accs),
+        "accuracy_per_persona": dict(accs),
+        "wall_s": round(result.wall_s, 3),
+        **result.extra,
+        "config": config.to_dict(),
+        "provenance": {**prov, "time_utc": _now()},
+    }
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_grid(
+    config: ExperimentConfig,
+    out: str | Path,
+    cell_fn: CellFunction | None = None,
+    progress: bool = True,
+    keep_work: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Run (or resume) the grid of ``config`` into ``out``; return what was done.
+
+    ``cell_fn`` defaults to the real ConvAI2 pipeline. ``keep_work`` keeps the retraining
+    checkpoints and saved bases under ``out/work`` after the grid finishes (they are needed only
+    to resume an unfinished cell).
+    """
+    config.validate()
+    out = Path(out)
+    if cell_fn is None:
+        from metanb.experiments.pipeline import convai2_cell
+
+        cell_fn = convai2_cell
+    main = is_main_process()
+    prepare_run_dir(config, out, write=main)
+    results = out / RESULTS_FILE
+    if main:
+        repair_jsonl(results)
+    records = read_jsonl(results)
+    _barrier()  # every process plans from the same records
+    todo = plan(config, records)
+    total = len(grid_cells(config)) * len(finetune_specs(config))
+    skipped = total - sum(len(specs) for _, specs in todo)
+    if log:
+        log(f"{out}: {skipped}/{total} evaluations already done, {len(todo)} cell(s) to run")
+
+    from metanb.provenance import provenance
+
+    prov = provenance(None if config.device == "auto" else config.device)
+    prov.pop("time_utc")
+    written: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
+    shared = out / WORK_DIR
+    bar = tqdm(todo, desc="grid", unit="cell", disable=not progress)
+    for cell, specs in bar:
+        bar.set_postfix_str(cell.name)
+        ctx = CellContext(config=config, workdir=shared / cell.name, shared_dir=shared,
+                          cache=cache, progress=progress, is_main=main)
+        if main:
+            ctx.workdir.mkdir(parents=True, exist_ok=True)
+        _barrier()
+        wanted = {s.label for s in specs}
+        for result in cell_fn(cell, list(specs), ctx):
+            if result.spec.label not in wanted:
+                raise RuntimeError(f"cell function returned unrequested spec {result.spec}")
+            wanted.discard(result.spec.label)
+            record = make_record(config, cell, result, prov)
+            if main:
+                append_jsonl(results, record)
+            written.append(record)
+        if wanted:
+            raise RuntimeError(f"cell {cell.name} returned no result for {sorted(wanted)}")
+        if main and not keep_work:
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+    if main and not keep_work and shared.exists():
+        shutil.rmtree(shared, ignore_errors=True)
+    return RunReport(out=out, skipped=skipped, written=written,
+                     cells_run=[cell.name for cell, _ in todo])
+
+
+def load_config(out: str | Path) -> ExperimentConfig:
+    """The config.yaml of a run folder."""
+    return ExperimentConfig.load(Path(out) / CONFIG_FILE)
+

@@ -1,0 +1,103 @@
+"""The real ConvAI2 pipeline at toy size: resume after a kill gives identical records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from metanb.errors import MetanbError
+from metanb.experiments.config import ExperimentConfig
+from metanb.experiments.pipeline import convai2_cell
+from metanb.experiments.runner import read_jsonl, run_grid
+
+TOY = [
+    "seeds=[0]", "device=cpu", "model.name=tiny-roberta",
+    "data.personas=6", "data.dialogues_per_persona=3",
+    "tasks.retrain=2", "tasks.heldout=2", "tasks.support=4", "tasks.candidates=2",
+    "tasks.max_length=16",
+    "retrain.methods=[standard,lora-ml]", "retrain.ranks=[2]", "retrain.steps=4",
+    "retrain.batch_size=4", "retrain.checkpoint_every=2", "retrain.lr=1e-3",
+    "finetune.ranks=[1]", "finetune.head=true", "finetune.steps=2", "finetune.batch_size=4",
+]
+
+
+class Killed(BaseException):
+    pass
+
+
+def toy(*more: str) -> ExperimentConfig:
+    return ExperimentConfig().override(TOY + list(more)).validate()
+
+
+def stable(records: list[dict]) -> list[dict]:
+    drop = ("wall_s", "retrain_wall_s", "provenance")
+    return [{k: v for k, v in r.items() if k not in drop} for r in records]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ref")
+    run_grid(toy(), out, progress=False)
+    return stable(read_jsonl(out / "results.jsonl"))
+
+
+def test_records_of_a_toy_grid(reference: list[dict]) -> None:
+    labels = [(r["method"], r["finetune"]) for r in reference]
+    assert labels == [(m, f) for m in ("standard", "lora-ml") for f in ("0", "1", "head")]
+    for r in reference:
+        assert len(r["accuracy_per_persona"]) == 2
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert r["support_examples"] >= 2 * 4 and r["query_examples"] > 0
+        assert r["retrain_rank"] == (None if r["method"] == "standard" else 2)
+
+
+def test_kill_right_after_a_retraining_checkpoint(tmp_path: Path, reference, monkeypatch
+                                                  ) -> None:
+    real_replace = os.replace
+    landed = []
+
+    def replace_then_die(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if Path(dst).name == "retrain.ckpt":
+            landed.append(dst)
+            if len(landed) == 3:  # the 2nd cell's first checkpoint (step 2 of 4) is on disk
+                raise Killed
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(Killed):
+        run_grid(toy(), tmp_path, progress=False)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(read_jsonl(tmp_path / "results.jsonl")) == 3  # the first cell was complete
+    assert (tmp_path / "work" / "lora-ml-r2-seed0" / "retrain.ckpt").exists()
+    report = run_grid(toy(), tmp_path, progress=False)
+    assert report.cells_run == ["lora-ml-r2-seed0"]
+    assert stable(read_jsonl(tmp_path / "results.jsonl")) == reference
+
+
+def test_kill_between_two_evaluations(tmp_path: Path, reference) -> None:
+    def dies_after_one(cell, specs, ctx):
+        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
+            if i == 1:
+                raise Killed
+            yield result
+
+    with pytest.raises(Killed):
+        run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
+    assert (tmp_path / "work" / "standard-seed0" / "base.pt").exists()
+    run_grid(toy(), tmp_path, progress=False)
+    assert stable(read_jsonl(tmp_path / "results.jsonl")) == reference
+
+
+def test_parlai_sample_source(tmp_path: Path) -> None:
+    cfg = toy("data.source=parlai", "data.path=sample", "retrain.methods=[lora-ml]",
+              "tasks.retrain=3", "finetune.head=false")
+    report = run_grid(cfg, tmp_path, progress=False)
+    assert [r["finetune"] for r in report.written] == ["0", "1"]
+
+
+def test_too_few_personas_in_the_data(tmp_path: Path) -> None:
+    cfg = toy("data.source=parlai", "data.path=sample", "tasks.retrain=7")
+    with pytest.raises(MetanbError, match="needed but the parlai data has only 8"):
+        run_grid(cfg, tmp_path, progress=False)
