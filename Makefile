@@ -46,5 +46,10 @@ notebooks: $(STAMP)
 assignments: $(STAMP)
 	$(BIN)/python -m metanb assignments build
 
+# Regenerate the committed results chapter 6 reads (long; see tools/book_results.sh).
+# RESULTS="quick sweep minilm" picks the runs (default: quick sweep).
+results: $(STAMP)
+	PYTHON=$(BIN)/python bash tools/book_results.sh $(RESULTS)
+
 clean:
 	rm -rf _build

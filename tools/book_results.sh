@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Regenerate the committed results that chapter 6 reads (book/results/), from a clean checkout.
+# Every command below is resumable: kill it and run this script again to continue.
+#
+#   make results            (or: bash tools/book_results.sh [quick|sweep|minilm ...])
+#
+# Wall time on a 2-core CPU (this book's build machine): quick ~25 min, sweep ~40 min,
+# minilm ~2 h. Each run folder holds config.yaml and results.jsonl; every record carries
+# its seed, package version, git commit, device and time (see metanb.experiments.runner).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+OUT=book/results
+SEEDS="0 1 2 3 4"
+
+quick() {
+  # the quick profile's grid, with the Reptile baseline added and five seeds
+  $PY -m metanb run convai2 --profile quick --out $OUT/quick \
+    --methods standard lora-ml reptile --seeds $SEEDS --no-progress
+}
+
+sweep() {
+  # LoRA-ML vs SR as the number of retraining personas T grows (everything else = quick)
+  for T in 1 2 4 8 16 32; do
+    $PY -m metanb run convai2 --profile quick --out "$OUT/quick_T_sweep/T$(printf %02d "$T")" \
+      --set tasks.retrain="$T" --seeds $SEEDS --no-progress
+  done
+}
+
+minilm() {
+  # a real pretrained encoder (MiniLM-L6, offline from PyPI) on the same generated personas
+  $PY -m metanb run convai2 --profile minilm --out $OUT/minilm --no-progress
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(quick sweep)
+for t in "${targets[@]}"; do
+  case "$t" in
+    quick) quick; $PY -m metanb results $OUT/quick >/dev/null ;;
+    sweep) sweep; $PY -m metanb results $OUT/quick_T_sweep >/dev/null ;;
+    minilm) minilm; $PY -m metanb results $OUT/minilm >/dev/null ;;
+    *) echo "unknown target $t (quick | sweep | minilm)" >&2; exit 2 ;;
+  esac
+done
