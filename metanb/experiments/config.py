@@ -23,8 +23,9 @@ import yaml
 from metanb.errors import MetanbError
 
 METHODS: tuple[str, ...] = ("standard", "lora-ml", "reptile")
-# methods whose retraining does not use a LoRA rank: one cell per (method, seed), not per rank
-RANKLESS_METHODS: frozenset[str] = frozenset({"standard"})
+# methods that attach no task adapters, so no retraining rank: one cell per (method, seed),
+# not per rank (the methods of metanb.retrain whose task_adapters is False; a test checks it)
+RANKLESS_METHODS: frozenset[str] = frozenset({"standard", "reptile"})
 DATA_SOURCES: tuple[str, ...] = ("generator", "parlai", "hf")
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")

@@ -108,30 +108,105 @@ def summarize(records: Iterable[dict[str, Any]], methods: Sequence[str] | None =
     return rows
 
 
-def paired_gain(records: Iterable[dict[str, Any]], method: str = "lora-ml",
-                baseline: str = "standard") -> dict[str, tuple[float, float | None, int]]:
-    """Per fine-tuning label: mean ± std over seeds of ``method`` minus ``baseline`` accuracy.
+def paired_differences(records: Iterable[dict[str, Any]], method: str = "lora-ml",
+                       baseline: str = "standard") -> dict[str, dict[int, float]]:
+    """Per fine-tuning label, per seed: ``method``'s accuracy minus ``baseline``'s.
 
     Differences are paired by seed (both methods see the same persona split and data), which
     removes the split-to-split variation from the comparison. When a method was retrained at
-    several ranks, its smallest retraining rank is used.
+    several ranks, its smallest retraining rank is used. Labels or seeds that only one of the
+    two methods has are left out.
     """
     records = list(records)
     a, b = _by_label_seed(records, method), _by_label_seed(records, baseline)
-    out: dict[str, tuple[float, float | None, int]] = {}
+    out: dict[str, dict[int, float]] = {}
     for label in sorted({lab for lab, _ in a}, key=finetune_order):
-        diffs = [a[key] - b[key] for key in sorted(a) if key[0] == label and key in b]
+        diffs = {seed: a[(lab, seed)] - b[(lab, seed)]
+                 for lab, seed in sorted(a) if lab == label and (lab, seed) in b}
         if diffs:
-            mean, std = mean_std(diffs)
-            out[label] = (mean, std, len(diffs))
+            out[label] = diffs
     return out
 
 
-def _by_label_seed(records: list[dict[str, Any]], method: str) -> dict[tuple[str, int], float]:
+def paired_gain(records: Iterable[dict[str, Any]], method: str = "lora-ml",
+                baseline: str = "standard") -> dict[str, tuple[float, float | None, int]]:
+    """Per fine-tuning label: mean ± std over seeds of ``method`` minus ``baseline`` accuracy
+    (the seeds of :func:`paired_differences`), and the number of seeds."""
+    out: dict[str, tuple[float, float | None, int]] = {}
+    for label, diffs in paired_differences(records, method, baseline).items():
+        mean, std = mean_std(list(diffs.values()))
+        out[label] = (mean, std, len(diffs))
+    return out
+
+
+def persona_pairs(records: Iterable[dict[str, Any]], label: str, method: str = "lora-ml",
+                  baseline: str = "standard") -> list[tuple[int, str, float, float]]:
+    """``(seed, persona, method accuracy, baseline accuracy)`` for every held-out persona of
+    every seed both methods ran at fine-tuning ``label``: the finest pairing the records allow
+    (same persona, same support and query dialogues, same fine-tuning seed)."""
+    records = list(records)
+    a, b = _by_label_seed(records, method, full=True), _by_label_seed(records, baseline, full=True)
+    pairs = []
+    for (lab, seed), rec_a in sorted(a.items()):
+        rec_b = b.get((lab, seed))
+        if lab != label or rec_b is None:
+            continue
+        accs_a, accs_b = rec_a["accuracy_per_persona"], rec_b["accuracy_per_persona"]
+        pairs += [(seed, persona, accs_a[persona], accs_b[persona])
+                  for persona in accs_a if persona in accs_b]
+    return pairs
+
+
+def _by_label_seed(records: list[dict[str, Any]], method: str, full: bool = False
+                   ) -> dict[tuple[str, int], Any]:
+    """``{(label, seed): accuracy}`` (or the whole record) of ``method`` at its smallest
+    retraining rank."""
     mine = [r for r in records if r["method"] == method]
     ranks = sorted({r["retrain_rank"] for r in mine}, key=lambda x: -1 if x is None else x)
-    return {(r["finetune"], r["seed"]): r["accuracy"] for r in mine
+    return {(r["finetune"], r["seed"]): (r if full else r["accuracy"]) for r in mine
             if ranks and r["retrain_rank"] == ranks[0]}
+
+
+def run_provenance(run: Run) -> dict[str, Any]:
+    """Where a run's numbers come from, gathered over its records: what ran (profile, model,
+    data, sizes), on what (devices, library versions), from which commits, when, how long."""
+    c, records = run.config, run.records
+    prov = [r.get("provenance", {}) for r in records]
+
+    def values(key: str) -> list[str]:
+        return sorted({str(p[key]) for p in prov if p.get(key) is not None})
+
+    data = {
+        "generator": f"generated personas (data seed {c.data.seed})",
+        "parlai": f"ParlAI file {c.data.path}",
+        "hf": f"{c.data.hf_name} ({c.data.hf_split})",
+    }[c.data.source]
+    times = values("time_utc")
+    retrain_s = sum(r.get("retrain_wall_s") or 0.0 for r in records if r["finetune"] == "0")
+    return {
+        "path": str(run.path),
+        "profile": c.profile or "custom",
+        "model": c.model.name,
+        "data": data,
+        "T": c.tasks.retrain, "heldout": c.tasks.heldout, "n": c.tasks.support,
+        "m": c.tasks.candidates,
+        "methods": sorted({r["method"] for r in records}, key=_method_order(c)),
+        "seeds": sorted({r["seed"] for r in records}),
+        "evaluations": len(records),
+        "devices": values("device"),
+        "commits": values("git_commit"),
+        "versions": {lib: values(lib) for lib in ("metanb_version", "torch", "transformers",
+                                                   "peft")},
+        "first_utc": times[0] if times else None,
+        "last_utc": times[-1] if times else None,
+        "compute_hours": round((retrain_s + sum(r.get("wall_s", 0.0) for r in records))
+                               / 3600, 2),
+    }
+
+
+def _method_order(config: ExperimentConfig) -> Any:
+    listed = list(config.retrain.methods)
+    return lambda m: (listed.index(m) if m in listed else len(listed), m)
 
 
 def format_cell(mean: float, std: float | None, digits: int = 3) -> str:
@@ -158,16 +233,20 @@ def rows_as_dicts(rows: Sequence[SummaryRow]) -> list[dict[str, Any]]:
     return [{**asdict(r), "seeds": list(r.seeds)} for r in rows]
 
 
-def describe_run(run: Run) -> str:
-    """One line naming profile, model, data and device, for figure captions and tables."""
-    c = run.config
-    data = {
-        "generator": f"generated personas (data seed {c.data.seed})",
-        "parlai": f"ParlAI file {c.data.path}",
-        "hf": f"{c.data.hf_name} ({c.data.hf_split})",
-    }[c.data.source]
-    devices = sorted({r["provenance"].get("device", "?") for r in run.records})
-    commits = sorted({str(r["provenance"].get("git_commit"))[:12] for r in run.records})
-    return (f"profile {c.profile or 'custom'} · model {c.model.name} · {data} · "
-            f"T={c.tasks.retrain}, n={c.tasks.support}, m={c.tasks.candidates} · "
-            f"device {', '.join(devices) or '?'} · commit {', '.join(commits) or '?'}")
+def describe_run(run: Run | Sequence[Run]) -> str:
+    """One line naming profile, model, data, sizes, device and commit, for figure captions.
+
+    Given the runs of a sweep over T, the line lists every T and every device and commit.
+    """
+    runs = [run] if isinstance(run, Run) else list(run)
+    if not runs:
+        raise MetanbError("no runs to describe")
+    provs = [run_provenance(r) for r in runs]
+    p = provs[0]
+    Ts = sorted({q["T"] for q in provs})
+    devices = sorted({d for q in provs for d in q["devices"]})
+    commits = sorted({c[:12] for q in provs for c in q["commits"]})
+    tasks = f"T={Ts[0]}" if len(Ts) == 1 else "T=" + ",".join(str(T) for T in Ts)
+    return (f"profile {p['profile']} · model {p['model']} · {p['data']} · "
+            f"{tasks}, n={p['n']}, m={p['m']} · device {', '.join(devices) or '?'} · "
+            f"commit {', '.join(commits) or '?'}")

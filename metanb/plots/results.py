@@ -82,9 +82,78 @@ def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, tuple[float, float | No
                     label="no fine-tuning" if lab == "0" else (
                         "last layer" if lab == "head" else f"LoRA rank {lab}"))
     ax.axhline(0.0, color="#999999", linestyle=":")
-    ax.set_xticks(Ts)
+    if Ts and Ts[0] > 0 and Ts[-1] / Ts[0] >= 8:  # doublings of T read best on a log axis
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(Ts, [str(T) for T in Ts])
     ax.set_xlabel("retraining personas T")
     ax.set_ylabel("accuracy gain, LoRA-ML − SR")
+    ax.legend()
+    _caption(ax, caption)
+    return ax
+
+
+def plot_persona_pairs(pairs: Sequence[tuple[int, str, float, float]], ax: Axes | None = None,
+                       method: str = "lora-ml", baseline: str = "standard",
+                       title: str | None = None) -> Axes:
+    """One point per (seed, held-out persona): ``method``'s accuracy (y) against
+    ``baseline``'s (x), from :func:`metanb.experiments.results.persona_pairs`.
+
+    Points above the diagonal are personas where ``method``'s base adapted better. Accuracies
+    take few distinct values (a query set holds a few dozen examples), so points are jittered
+    by less than half a query example to keep coincident ones visible.
+    """
+    import numpy as np
+
+    ax = _axes(ax)
+    if not pairs:
+        raise ValueError("no persona pairs to plot")
+    x = np.array([p[3] for p in pairs])
+    y = np.array([p[2] for p in pairs])
+    jitter = np.random.default_rng(0).uniform(-0.006, 0.006, size=(2, len(pairs)))
+    above = int((y > x).sum())
+    below = int((y < x).sum())
+    ax.scatter(x + jitter[0], y + jitter[1], s=18, alpha=0.7, color=method_color(method),
+               edgecolor="none")
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"{METHOD_NAMES.get(baseline, baseline)} accuracy")
+    ax.set_ylabel(f"{METHOD_NAMES.get(method, method)} accuracy")
+    ax.text(0.03, 0.97, f"above: {above}\nbelow: {below}\ntied: {len(pairs) - above - below}",
+            transform=ax.transAxes, va="top", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: str,
+                           ax: Axes | None = None, caption: str | None = None,
+                           chance: float | None = None) -> Axes:
+    """Accuracy (mean ± std over seeds) at one fine-tuning ``label`` against the number of
+    retraining tasks T, one line per method; ``points[T]`` are the summary rows of the run
+    with T tasks."""
+    ax = _axes(ax)
+    Ts = sorted(points)
+    series = list(dict.fromkeys((r.method, r.retrain_rank) for T in Ts for r in points[T]))
+    several = {m for m, _ in series if sum(1 for n, _ in series if n == m) > 1}
+    offsets = _offsets(len(series), width=0.02)
+    for (method, rrank), dx in zip(series, offsets, strict=True):
+        rows = {T: r for T in Ts for r in points[T]
+                if (r.method, r.retrain_rank) == (method, rrank) and r.finetune == label}
+        xs = [T for T in Ts if T in rows]
+        name = METHOD_NAMES.get(method, method) + (f" (r={rrank})" if method in several else "")
+        ax.errorbar([T * (1 + dx) for T in xs], [rows[T].mean for T in xs],
+                    yerr=[rows[T].std or 0.0 for T in xs], color=method_color(method),
+                    marker="o", capsize=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="#999999", linestyle=":", label=f"chance (1/{round(1 / chance)})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(Ts, [str(T) for T in Ts])
+    ax.set_xlabel("retraining personas T")
+    what = "no fine-tuning" if label == "0" else (
+        "last-layer fine-tuning" if label == "head" else f"rank-{label} LoRA fine-tuning")
+    ax.set_ylabel(f"held-out accuracy, {what}")
     ax.legend()
     _caption(ax, caption)
     return ax
