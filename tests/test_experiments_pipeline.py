@@ -117,3 +117,23 @@ def test_pretrained_minilm_runs_the_same_pipeline(tmp_path: Path) -> None:
         ("standard", "0"), ("standard", "1"), ("lora-ml", "0"), ("lora-ml", "1")]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in report.written)
     assert report.written[0]["config"]["model"]["name"] == "minilm-offline"
+
+
+def test_two_processes_under_torchrun_write_each_record_once(tmp_path: Path) -> None:
+    """Data parallelism on CPU (gloo): the same command under torchrun / accelerate launch.
+    Both processes train in lockstep; only rank 0 writes records and prints."""
+    import subprocess
+    import sys
+
+    sets = [a for item in TOY if not item.startswith(("seeds", "device"))
+            for a in ("--set", item)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29533", "-m", "metanb", "run", "convai2", "--profile", "quick",
+           "--out", str(tmp_path), "--device", "cpu", "--seeds", "0", "--no-progress", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("new evaluation(s)") == 1
+    records = read_jsonl(tmp_path / "results.jsonl")
+    keys = [(r["method"], r["finetune"]) for r in records]
+    assert keys == [(m, f) for m in ("standard", "lora-ml") for f in ("0", "1", "head")]

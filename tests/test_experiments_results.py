@@ -10,9 +10,14 @@ import pytest
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.results import (
+    default_comparisons,
     describe_run,
     find_runs,
+    format_paired,
+    format_provenance,
+    format_sweep,
     format_table,
+    gains_by_tasks,
     load_run,
     mean_std,
     paired_differences,
@@ -88,6 +93,7 @@ def test_cli_results_writes_table_and_figures(tmp_path: Path, capsys) -> None:
     assert main(["results", str(tmp_path / "T4")]) == 0
     out = capsys.readouterr().out
     assert "0.640 ± 0.053" in out and "profile quick" in out
+    assert "paired over seeds" in out and "+0.110 ± 0.066 (3/3)" in out
     assert (tmp_path / "T4" / "accuracy_vs_rank.png").stat().st_size > 1000
 
     assert main(["results", str(tmp_path), "--json", "--no-plots"]) == 0
@@ -96,6 +102,7 @@ def test_cli_results_writes_table_and_figures(tmp_path: Path, capsys) -> None:
     payload = json.loads(capsys.readouterr().out)
     assert [run["tasks"] for run in payload["runs"]] == [4, 8]
     assert payload["gain_vs_T"]["8"]["4"][0] == pytest.approx(0.055)
+    assert payload["runs"][0]["paired"]["lora-ml - standard"]["4"][0] == pytest.approx(0.11)
     assert len(find_runs(tmp_path)) == 2
     assert main(["results", str(tmp_path)]) == 0
     assert (tmp_path / "gain_vs_T.png").exists()
@@ -193,3 +200,54 @@ def test_describe_run_of_a_sweep_lists_every_T(tmp_path: Path) -> None:
     assert "T=4,8, n=" in describe_run(runs) and "device cpu:test" in describe_run(runs)
     with pytest.raises(MetanbError, match="no runs"):
         describe_run([])
+
+
+def test_format_paired_shows_mean_std_and_wins() -> None:
+    records = RECORDS + [rec("reptile", s, "4", 0.6 + 0.05 * s) for s in range(3)]
+    table = format_paired(records, [("lora-ml", "standard"), ("lora-ml", "reptile")])
+    header, rule, row = table.splitlines()
+    assert header.split("  ")[0] == "fine-tuning" and "lora-ml − reptile" in header
+    # lora-ml − standard at rank 4: +0.10, +0.18, +0.05; − reptile: +0.10, +0.15, +0.05
+    assert row.startswith("4 ")
+    assert "+0.110 ± 0.066 (3/3)" in row and "+0.100 ± 0.050 (3/3)" in row
+    losing = format_paired(records, [("standard", "lora-ml")])
+    assert "-0.110 ± 0.066 (0/3)" in losing
+    with pytest.raises(MetanbError, match="no paired comparison"):
+        format_paired(records, [("lora-ml", "nonexistent")])
+
+
+def test_format_provenance_has_one_row_per_run(tmp_path: Path) -> None:
+    stamped = [{**r, "wall_s": 36.0, "retrain_wall_s": 0.0,
+                "provenance": {"device": "cpu:x", "git_commit": "0123456789abcdef",
+                               "time_utc": "2026-11-24T11:00:00+00:00"}} for r in RECORDS]
+    write_run(tmp_path / "T4", 4, stamped)
+    write_run(tmp_path / "T8", 8, stamped)
+    lines = format_provenance(find_runs(tmp_path)).splitlines()
+    assert lines[0].split() == ["run", "profile", "model", "T", "seeds", "methods", "device",
+                                "commit", "finished", "hours"]
+    assert lines[2].split() == ["T4", "quick", "tiny-roberta", "4", "0,1,2",
+                                "standard,lora-ml", "cpu:x", "01234567", "2026-11-24", "0.11"]
+    assert lines[3].split()[:4] == ["T8", "quick", "tiny-roberta", "8"]
+
+
+def test_gains_by_tasks_and_the_sweep_table(tmp_path: Path) -> None:
+    write_run(tmp_path / "b", 8, [{**r, "accuracy": r["accuracy"] / 2} for r in RECORDS])
+    write_run(tmp_path / "a", 4, RECORDS)
+    gains = gains_by_tasks(find_runs(tmp_path))
+    assert list(gains) == [4, 8]  # sorted by T, not by folder name
+    assert gains[8]["4"][0] == pytest.approx(0.055)
+    lines = format_sweep(gains).splitlines()
+    assert lines[0].split() == ["T", "\\", "fine-tuning", "4"]
+    assert lines[2].split() == ["4", "+0.110", "±", "0.066"]
+    assert lines[3].split() == ["8", "+0.055", "±", "0.033"]
+    write_run(tmp_path / "c", 4, RECORDS)
+    with pytest.raises(MetanbError, match="must differ in tasks.retrain"):
+        gains_by_tasks(find_runs(tmp_path))
+
+
+def test_default_comparisons_follow_the_methods_present() -> None:
+    assert default_comparisons(RECORDS) == [("lora-ml", "standard")]
+    with_reptile = RECORDS + [rec("reptile", 0, "4", 0.5)]
+    assert default_comparisons(with_reptile) == [
+        ("lora-ml", "standard"), ("lora-ml", "reptile"), ("reptile", "standard")]
+    assert default_comparisons([rec("standard", 0, "4", 0.5)]) == []

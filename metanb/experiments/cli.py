@@ -80,7 +80,13 @@ def resolve_config(args: argparse.Namespace) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from metanb.experiments.results import format_table, summarize
-    from metanb.experiments.runner import grid_cells, plan, read_jsonl, run_grid
+    from metanb.experiments.runner import (
+        grid_cells,
+        is_main_process,
+        plan,
+        read_jsonl,
+        run_grid,
+    )
 
     config = resolve_config(args)
     if args.dry_run:
@@ -95,8 +101,12 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    report = run_grid(config, args.out, progress=not args.no_progress,
-                      keep_work=args.keep_work, log=lambda m: print(m, file=sys.stderr))
+    main = is_main_process()  # under accelerate launch / torchrun only rank 0 speaks
+    report = run_grid(config, args.out, progress=not args.no_progress and main,
+                      keep_work=args.keep_work,
+                      log=(lambda m: print(m, file=sys.stderr)) if main else None)
+    if not main:
+        return 0
     print(f"{len(report.written)} new evaluation(s), {report.skipped} already done; "
           f"results in {args.out / 'results.jsonl'}")
     records = read_jsonl(args.out / "results.jsonl")
@@ -107,9 +117,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     from metanb.experiments.results import (
+        default_comparisons,
         describe_run,
         find_runs,
+        format_paired,
+        format_sweep,
         format_table,
+        gains_by_tasks,
         paired_gain,
         rows_as_dicts,
         summarize,
@@ -120,33 +134,29 @@ def _results(args: argparse.Namespace) -> int:
     if args.json:
         payload: dict[str, Any] = {"runs": [
             {"path": str(run.path), "description": describe_run(run),
-             "tasks": run.config.tasks.retrain, "rows": rows_as_dicts(rows)}
+             "tasks": run.config.tasks.retrain, "rows": rows_as_dicts(rows),
+             "paired": {f"{m} - {b}": paired_gain(run.records, m, b)
+                        for m, b in default_comparisons(run.records)}}
             for run, rows in summaries]}
         if len(runs) > 1:
-            payload["gain_vs_T"] = _gains(runs, paired_gain)
+            payload["gain_vs_T"] = gains_by_tasks(runs)
         print(json.dumps(payload, indent=2))
     else:
         for run, rows in summaries:
             print(f"{run.path}: {describe_run(run)}")
             print(format_table(rows))
+            comparisons = default_comparisons(run.records)
+            if comparisons:
+                print("\npaired over seeds: mean ± std (seeds where the first is ahead)")
+                print(format_paired(run.records, comparisons))
             print()
         if len(runs) > 1:
-            print("LoRA-ML − SR accuracy (paired over seeds) by T:")
-            for T, gains in _gains(runs, paired_gain).items():
-                print(f"  T={T}: " + ", ".join(
-                    f"{lab}: {m:+.3f}" for lab, (m, _, _) in gains.items()))
+            print("LoRA-ML − SR accuracy, paired over seeds (mean ± std), by T:")
+            print(format_sweep(gains_by_tasks(runs)))
     if not args.no_plots:
         for path in _write_figures(args.dir, runs, summaries):
             print(f"wrote {path}", file=sys.stderr)
     return 0
-
-
-def _gains(runs: list[Any], paired_gain: Any) -> dict[int, Any]:
-    T_of = [run.config.tasks.retrain for run in runs]
-    if len(set(T_of)) != len(T_of):
-        raise MetanbError("the run folders of a sweep must differ in tasks.retrain (T); found "
-                          + ", ".join(str(t) for t in T_of))
-    return {run.config.tasks.retrain: paired_gain(run.records) for run in runs}
 
 
 def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[Path]:
@@ -155,7 +165,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metanb.experiments.results import describe_run, paired_gain
+    from metanb.experiments.results import describe_run, gains_by_tasks
     from metanb.plots.results import plot_accuracy_vs_rank, plot_gain_vs_tasks
     from metanb.plots.style import apply_style
 
@@ -171,7 +181,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
         written.append(run.path / FIGURE_RANK)
     if len(runs) > 1:
         fig, ax = plt.subplots()
-        plot_gain_vs_tasks(_gains(runs, paired_gain), ax=ax, caption=describe_run(runs))
+        plot_gain_vs_tasks(gains_by_tasks(runs), ax=ax, caption=describe_run(runs))
         fig.tight_layout()
         fig.savefig(folder / FIGURE_T, dpi=120)
         plt.close(fig)

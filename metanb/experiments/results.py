@@ -209,8 +209,10 @@ def _method_order(config: ExperimentConfig) -> Any:
     return lambda m: (listed.index(m) if m in listed else len(listed), m)
 
 
-def format_cell(mean: float, std: float | None, digits: int = 3) -> str:
-    return f"{mean:.{digits}f} ± " + ("–" if std is None else f"{std:.{digits}f}")
+def format_cell(mean: float, std: float | None, digits: int = 3, signed: bool = False) -> str:
+    """``mean ± std`` (``–`` for a single seed); ``signed`` writes the sign of differences."""
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.{digits}f} ± " + ("–" if std is None else f"{std:.{digits}f}")
 
 
 def format_table(rows: Sequence[SummaryRow], digits: int = 3) -> str:
@@ -222,11 +224,88 @@ def format_table(rows: Sequence[SummaryRow], digits: int = 3) -> str:
     header = ["method \\ fine-tuning rank"] + labels + ["seeds"]
     body = [[m] + [cells.get((m, lab), "") for lab in labels] + [str(seeds[m])]
             for m in methods]
-    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    return text_table(header, body)
+
+
+def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces, a rule under the header."""
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header] + body]
+             for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_paired(records: Iterable[dict[str, Any]],
+                  comparisons: Sequence[tuple[str, str]] = (("lora-ml", "standard"),),
+                  digits: int = 3) -> str:
+    """A table of paired differences: one row per fine-tuning label, one column per
+    ``(method, baseline)``; each cell is ``mean ± std (wins/seeds)``, where *wins* counts the
+    seeds in which ``method`` was strictly ahead. Comparisons with no common seed are left out.
+    """
+    records = list(records)
+    columns = [(f"{m} − {b}", paired_differences(records, m, b)) for m, b in comparisons]
+    columns = [(name, diffs) for name, diffs in columns if diffs]
+    if not columns:
+        raise MetanbError("no paired comparison possible: the records share no (fine-tuning, "
+                          f"seed) between the methods of {list(comparisons)}")
+    labels = sorted({lab for _, diffs in columns for lab in diffs}, key=finetune_order)
+
+    def cell(by_seed: dict[int, float] | None) -> str:
+        if not by_seed:
+            return ""
+        wins = sum(d > 0 for d in by_seed.values())
+        return (format_cell(*mean_std(list(by_seed.values())), digits=digits, signed=True)
+                + f" ({wins}/{len(by_seed)})")
+
+    body = [[lab] + [cell(diffs.get(lab)) for _, diffs in columns] for lab in labels]
+    return text_table(["fine-tuning"] + [name for name, _ in columns], body)
+
+
+def default_comparisons(records: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The ``(method, baseline)`` pairs worth tabulating for the methods present: LoRA-ML
+    against SR and against Reptile, then Reptile against SR."""
+    methods = {r["method"] for r in records}
+    wanted = [("lora-ml", "standard"), ("lora-ml", "reptile"), ("reptile", "standard")]
+    return [(m, b) for m, b in wanted if m in methods and b in methods]
+
+
+def gains_by_tasks(runs: Sequence[Run], method: str = "lora-ml", baseline: str = "standard"
+                   ) -> dict[int, dict[str, tuple[float, float | None, int]]]:
+    """For the runs of a sweep over T: ``{T: paired_gain(...)}``, sorted by T."""
+    Ts = [run.config.tasks.retrain for run in runs]
+    if len(set(Ts)) != len(Ts):
+        raise MetanbError("the run folders of a sweep must differ in tasks.retrain (T); found "
+                          + ", ".join(str(T) for T in Ts))
+    return {run.config.tasks.retrain: paired_gain(run.records, method, baseline)
+            for run in sorted(runs, key=lambda r: r.config.tasks.retrain)}
+
+
+def format_sweep(gains: dict[int, dict[str, tuple[float, float | None, int]]],
+                 digits: int = 3) -> str:
+    """The paired gains of :func:`gains_by_tasks` as a table: one row per T, one column per
+    fine-tuning label, each cell ``mean ± std``."""
+    labels = sorted({lab for g in gains.values() for lab in g}, key=finetune_order)
+    body = [[str(T)] + [format_cell(*g[lab][:2], digits=digits, signed=True) if lab in g
+                        else "" for lab in labels]
+            for T, g in sorted(gains.items())]
+    return text_table(["T \\ fine-tuning"] + labels, body)
+
+
+def format_provenance(runs: Sequence[Run]) -> str:
+    """A table of where each run's numbers come from (see :func:`run_provenance`)."""
+    body = []
+    for run in runs:
+        p = run_provenance(run)
+        body.append([
+            Path(p["path"]).name, p["profile"], p["model"], str(p["T"]),
+            ",".join(str(s) for s in p["seeds"]), ",".join(p["methods"]),
+            "; ".join(p["devices"]), ",".join(c[:8] for c in p["commits"]),
+            (p["last_utc"] or "?")[:10], f"{p['compute_hours']:.2f}",
+        ])
+    header = ["run", "profile", "model", "T", "seeds", "methods", "device", "commit",
+              "finished", "hours"]
+    return text_table(header, body)
 
 
 def rows_as_dicts(rows: Sequence[SummaryRow]) -> list[dict[str, Any]]:

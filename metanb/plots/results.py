@@ -78,7 +78,7 @@ def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, tuple[float, float | No
         xs = [T for T in Ts if lab in points[T]]
         ax.errorbar(xs, [points[T][lab][0] for T in xs],
                     yerr=[points[T][lab][1] or 0.0 for T in xs], marker="o", capsize=3,
-                    color=cmap(i / max(len(chosen) - 1, 1)),
+                    color=cmap(0.85 * i / max(len(chosen) - 1, 1)),
                     label="no fine-tuning" if lab == "0" else (
                         "last layer" if lab == "head" else f"LoRA rank {lab}"))
     ax.axhline(0.0, color="#999999", linestyle=":")
