@@ -12,28 +12,27 @@ import torch
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The commit of the checkout holding ``path`` (default: this package), or None."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    """The commit of the checkout holding ``path`` (default: this package's code), or None.
+
+    ``-dirty`` is appended when anything under ``path`` differs from that commit (changed
+    tracked files, or files git does not track yet and does not ignore). Only ``path`` counts:
+    results files being written elsewhere in the checkout, or edits to the docs, do not change
+    the code that produced a result, so they must not mark it dirty.
+    """
+    where = Path(path).resolve() if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
         )
+        if out.returncode != 0 or not out.stdout.strip():
+            return None
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(where)],
+            cwd=where, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = out.stdout.strip()
-    if out.returncode != 0 or not commit:
-        return None
-    # dirty: tracked changes anywhere, or code of this package that git does not track yet
-    package = Path(__file__).resolve().parent
-    tracked = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=where, capture_output=True, text=True, timeout=5,
-    ).stdout.strip()
-    untracked = subprocess.run(
-        ["git", "status", "--porcelain", "--", str(package)],
-        cwd=package, capture_output=True, text=True, timeout=5,
-    ).stdout.strip()
-    return commit + ("-dirty" if tracked or untracked else "")
+    return out.stdout.strip() + ("-dirty" if changed else "")
 
 
 def device_description(device: str | torch.device | None = None) -> str:

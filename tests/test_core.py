@@ -69,18 +69,37 @@ def test_seed_everything_makes_torch_reproducible():
     assert torch.equal(b, torch.randn(3, generator=g2))
 
 
-def test_git_commit_names_the_commit_and_marks_tracked_changes_dirty(tmp_path):
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=tmp_path, capture_output=True, text=True, check=True,
-        ).stdout.strip()
+def _git(repo, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo, capture_output=True, text=True, check=True,
+    ).stdout.strip()
 
-    git("init", "-q")
+
+def test_git_commit_names_the_commit_and_marks_tracked_changes_dirty(tmp_path):
+    _git(tmp_path, "init", "-q")
     (tmp_path / "f.txt").write_text("a\n")
-    git("add", "f.txt")
-    git("commit", "-qm", "c")
-    head = git("rev-parse", "HEAD")
+    _git(tmp_path, "add", "f.txt")
+    _git(tmp_path, "commit", "-qm", "c")
+    head = _git(tmp_path, "rev-parse", "HEAD")
     assert git_commit(tmp_path).startswith(head)
     (tmp_path / "f.txt").write_text("b\n")
     assert git_commit(tmp_path) == head + "-dirty"
+
+
+def test_only_changes_under_the_code_path_mark_the_commit_dirty(tmp_path):
+    """A results file written (or edited) beside the code leaves the code's commit clean."""
+    code, results = tmp_path / "pkg", tmp_path / "results"
+    code.mkdir()
+    results.mkdir()
+    (code / "m.py").write_text("x = 1\n")
+    (results / "r.jsonl").write_text("{}\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "c")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    (results / "r.jsonl").write_text("{}\n{}\n")
+    (results / "new.jsonl").write_text("{}\n")
+    assert git_commit(code) == head
+    (code / "new.py").write_text("y = 2\n")
+    assert git_commit(code) == head + "-dirty"

@@ -127,13 +127,14 @@ def test_two_processes_under_torchrun_write_each_record_once(tmp_path: Path) -> 
 
     sets = [a for item in TOY if not item.startswith(("seeds", "device"))
             for a in ("--set", item)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29533", "-m", "metanb", "run", "convai2", "--profile", "quick",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "metanb", "run", "convai2", "--profile", "quick",
            "--out", str(tmp_path), "--device", "cpu", "--seeds", "0", "--no-progress", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("new evaluation(s)") == 1
+    said = f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-2000:]}"
+    assert done.stdout.count("new evaluation(s)") == 1, said
     records = read_jsonl(tmp_path / "results.jsonl")
     keys = [(r["method"], r["finetune"]) for r in records]
-    assert keys == [(m, f) for m in ("standard", "lora-ml") for f in ("0", "1", "head")]
+    assert keys == [(m, f) for m in ("standard", "lora-ml") for f in ("0", "1", "head")], said
