@@ -251,3 +251,10 @@ def test_default_comparisons_follow_the_methods_present() -> None:
     assert default_comparisons(with_reptile) == [
         ("lora-ml", "standard"), ("lora-ml", "reptile"), ("reptile", "standard")]
     assert default_comparisons([rec("standard", 0, "4", 0.5)]) == []
+
+
+def test_short_commit_keeps_the_dirty_mark() -> None:
+    from metanb.experiments.results import short_commit
+
+    assert short_commit("0123456789abcdef0123") == "0123456789ab"
+    assert short_commit("0123456789abcdef0123-dirty", 8) == "01234567-dirty"

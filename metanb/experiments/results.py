@@ -292,6 +292,13 @@ def format_sweep(gains: dict[int, dict[str, tuple[float, float | None, int]]],
     return text_table(["T \\ fine-tuning"] + labels, body)
 
 
+def short_commit(commit: str, length: int = 12) -> str:
+    """A commit hash cut to ``length`` characters, keeping its ``-dirty`` mark if it has one
+    (a shortened hash must not hide that the code differed from the commit)."""
+    dirty = "-dirty" if commit.endswith("-dirty") else ""
+    return commit.removesuffix("-dirty")[:length] + dirty
+
+
 def format_provenance(runs: Sequence[Run]) -> str:
     """A table of where each run's numbers come from (see :func:`run_provenance`)."""
     body = []
@@ -300,7 +307,7 @@ def format_provenance(runs: Sequence[Run]) -> str:
         body.append([
             Path(p["path"]).name, p["profile"], p["model"], str(p["T"]),
             ",".join(str(s) for s in p["seeds"]), ",".join(p["methods"]),
-            "; ".join(p["devices"]), ",".join(c[:8] for c in p["commits"]),
+            "; ".join(p["devices"]), ",".join(short_commit(c, 8) for c in p["commits"]),
             (p["last_utc"] or "?")[:10], f"{p['compute_hours']:.2f}",
         ])
     header = ["run", "profile", "model", "T", "seeds", "methods", "device", "commit",
@@ -324,7 +331,7 @@ def describe_run(run: Run | Sequence[Run]) -> str:
     p = provs[0]
     Ts = sorted({q["T"] for q in provs})
     devices = sorted({d for q in provs for d in q["devices"]})
-    commits = sorted({c[:12] for q in provs for c in q["commits"]})
+    commits = sorted({short_commit(c) for q in provs for c in q["commits"]})
     tasks = f"T={Ts[0]}" if len(Ts) == 1 else "T=" + ",".join(str(T) for T in Ts)
     return (f"profile {p['profile']} · model {p['model']} · {p['data']} · "
             f"{tasks}, n={p['n']}, m={p['m']} · device {', '.join(devices) or '?'} · "
