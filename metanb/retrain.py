@@ -537,7 +537,9 @@ def run_retraining(
     ctx = StepContext(model, optimizer, accelerator, streams, config, method.task_adapters)
     model.train()
     began, cpu_began = time.perf_counter(), time.process_time()
-    bar = tqdm(total=config.steps, initial=start, desc=config.method,
+    # at most one refresh a second: in a notebook every refresh is a few kernel messages, and a
+    # flood of them overflows the output channel (Jupyter drops messages past its high-water mark)
+    bar = tqdm(total=config.steps, initial=start, desc=config.method, mininterval=1.0,
                disable=not progress or not accelerator.is_main_process)
     for step in range(start, config.steps):
         ids = step_tasks(config, len(tasks), step)

@@ -177,7 +177,7 @@ def evaluate_spec(model: Any, spec: FinetuneSpec, tasks: Sequence[HeldoutTask],
     f = config.finetune
     accs: dict[str, float] = {}
     for i, task in enumerate(tqdm(tasks, desc=f"fine-tune {spec.label}", leave=False,
-                                  disable=not progress)):
+                                  mininterval=1.0, disable=not progress)):
         s = seed * FINETUNE_SEED_STRIDE + i
         if spec.kind == "none":
             adapted = model
