@@ -132,8 +132,8 @@ def test_two_processes_under_torchrun_write_each_record_once(tmp_path: Path) -> 
            "--out", str(tmp_path), "--device", "cpu", "--seeds", "0", "--no-progress", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
     said = f"stdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, said
     assert done.stdout.count("new evaluation(s)") == 1, said
     records = read_jsonl(tmp_path / "results.jsonl")
     keys = [(r["method"], r["finetune"]) for r in records]
