@@ -103,12 +103,20 @@ def test_grid_layout() -> None:
                                                  "lora-ml-r8-seed0"]
 
 
-def test_rankless_methods_are_the_retraining_methods_without_task_adapters() -> None:
-    from metanb.experiments.config import METHODS, RANKLESS_METHODS
-    from metanb.retrain import METHODS as LOOP_METHODS
+def test_the_grid_asks_the_method_registry_which_methods_take_a_rank() -> None:
+    from metanb.retrain import RetrainMethod, joint_step, register_method, unregister_method
 
-    assert set(METHODS) <= set(LOOP_METHODS)
-    assert RANKLESS_METHODS == {m for m in METHODS if not LOOP_METHODS[m].task_adapters}
+    register_method(RetrainMethod("toy-adapters", "a toy with adapters", joint_step,
+                                  task_adapters=True))
+    try:
+        cfg = tiny_config(**{"retrain.ranks": "[2,8]", "seeds": "[0]",
+                             "retrain.methods": "[toy-adapters,standard]"})
+        assert [c.name for c in grid_cells(cfg)] == [
+            "toy-adapters-r2-seed0", "toy-adapters-r8-seed0", "standard-seed0"]
+    finally:
+        unregister_method("toy-adapters")
+    with pytest.raises(MetanbError, match="unknown method 'toy-adapters'"):
+        tiny_config(**{"retrain.methods": "[toy-adapters]"}).validate()
 
 
 def test_uninterrupted_run_writes_every_record(tmp_path: Path) -> None:

@@ -43,8 +43,8 @@ def test_unknown_method_lists_the_valid_ones(model):
     (dict(rank=0), "rank must be at least 1"),
     (dict(rank=33), "rank 33 does not fit layer .*1 <= rank <= 32"),
     (dict(target_modules=("q_proj", "v_proj")), "no nn.Linear module matches.*'query'"),
-    (dict(steps=0), "steps must be at least 1"),
-    (dict(mixed_precision="fp64"), "mixed_precision must be one of"),
+    (dict(steps=0), "steps must be >= 1, got 0"),
+    (dict(mixed_precision="fp64"), "unknown mixed_precision .fp64.; choose from no, fp16, bf16"),
     (dict(learning_rate=1e-3), "unknown retraining options \\['learning_rate'\\]"),
 ])
 def test_bad_arguments_are_clear_errors(model, kwargs, message):

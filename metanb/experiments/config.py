@@ -14,6 +14,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,10 @@ from typing import Any
 import yaml
 
 from metanb.errors import MetanbError
+from metanb.retrain.config import DEVICES, RetrainConfig, RetrainSettings
+from metanb.retrain.methods import METHODS
 
-METHODS: tuple[str, ...] = ("standard", "lora-ml", "reptile")
-# methods that attach no task adapters, so no retraining rank: one cell per (method, seed),
-# not per rank (the methods of metanb.retrain whose task_adapters is False; a test checks it)
-RANKLESS_METHODS: frozenset[str] = frozenset({"standard", "reptile"})
 DATA_SOURCES: tuple[str, ...] = ("generator", "parlai", "hf")
-MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -106,28 +103,31 @@ class PretrainConfig:
     batch_size: int = field(default=16, metadata=_help("pretraining batch size"))
 
 
-@dataclass
-class RetrainConfig:
+@dataclass(frozen=True)
+class RetrainGridConfig(RetrainSettings):
+    """The retraining section: the loop's own settings (:class:`metanb.retrain.RetrainSettings`,
+    embedded field by field, so every ``retrain()`` option is a ``--set retrain.<name>`` key),
+    plus the grid axes and the batching of this experiment."""
+
     methods: list[str] = field(
         default_factory=lambda: ["standard", "lora-ml"],
-        metadata=_help("retraining methods: standard (SR) | lora-ml | reptile"),
+        metadata=_help("retraining methods, from metanb.retrain's registry (standard = SR, "
+                       "lora-ml, reptile, ...)"),
     )
     ranks: list[int] = field(
         default_factory=lambda: [8],
         metadata=_help("LoRA rank(s) of the per-task adapters during retraining (a grid axis)"),
     )
-    steps: int = field(default=200, metadata=_help("retraining optimiser steps"))
-    lr: float = field(default=1e-4, metadata=_help("retraining learning rate"))
     batch_size: int = field(default=8, metadata=_help("examples per task batch"))
-    tasks_per_step: int | None = field(
-        default=None,
-        metadata=_help("personas mixed in one step, capped at T (None = all, at most 8)")
-    )
-    grad_accum: int = field(default=1, metadata=_help("gradient accumulation steps"))
-    mixed_precision: str = field(default="no", metadata=_help("no | fp16 | bf16"))
     checkpoint_every: int = field(
         default=50, metadata=_help("steps between resumable retraining checkpoints")
     )
+
+    def run_config(self, method: str, rank: int, target_modules: Sequence[str], seed: int,
+                   device: str) -> RetrainConfig:
+        """The :class:`metanb.retrain.RetrainConfig` of one cell: these settings, no copying."""
+        return RetrainConfig(**self.settings(), method=method, r=rank,
+                             target_modules=tuple(target_modules), seed=seed, device=device)
 
 
 @dataclass
@@ -158,7 +158,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    retrain: RetrainGridConfig = field(default_factory=RetrainGridConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     # ---- conversions -------------------------------------------------------------------
@@ -178,10 +178,10 @@ class ExperimentConfig:
 
     def save(self, path: str | Path) -> Path:
         """Write YAML (or JSON when the name ends in .json)."""
+        from metanb.io import atomic_write_text
+
         path = Path(path)
-        text = self.to_json() if path.suffix == ".json" else self.to_yaml()
-        path.write_text(text, encoding="utf-8")
-        return path
+        return atomic_write_text(path, self.to_json() if path.suffix == ".json" else self.to_yaml())
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentConfig:
@@ -210,8 +210,11 @@ class ExperimentConfig:
     def validate(self) -> ExperimentConfig:
         """Raise a one-line MetanbError for the first inconsistent setting; return self."""
         t, r, f, d = self.tasks, self.retrain, self.finetune, self.data
-        if self.experiment != "convai2":
-            raise MetanbError(f"unknown experiment {self.experiment!r}; the only one is 'convai2'")
+        from metanb.experiments.grid import EXPERIMENTS
+
+        if self.experiment not in EXPERIMENTS:
+            raise MetanbError(f"unknown experiment {self.experiment!r}; choose from "
+                              + ", ".join(EXPERIMENTS))
         if not r.methods:
             raise MetanbError("retrain.methods is empty; list at least one of "
                               + ", ".join(METHODS))
@@ -219,6 +222,9 @@ class ExperimentConfig:
             if method not in METHODS:
                 raise MetanbError(f"unknown method {method!r} in retrain.methods; "
                                   f"choose from {', '.join(METHODS)}")
+        problems = r.problems(prefix="retrain.")
+        if problems:
+            raise MetanbError(problems[0])
         _no_duplicates(r.methods, "retrain.methods")
         if not r.ranks:
             raise MetanbError("retrain.ranks is empty; give at least one LoRA rank, e.g. [8]")
@@ -244,14 +250,10 @@ class ExperimentConfig:
         if self.device not in DEVICES:
             raise MetanbError(f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}"
                               " (accelerate places each process on its GPU)")
-        if r.mixed_precision not in MIXED_PRECISION:
-            raise MetanbError(f"unknown retrain.mixed_precision {r.mixed_precision!r}; "
-                              f"choose from {', '.join(MIXED_PRECISION)}")
         positive = {
             "tasks.retrain": t.retrain, "tasks.heldout": t.heldout, "tasks.support": t.support,
-            "tasks.max_length": t.max_length, "retrain.steps": r.steps,
-            "retrain.batch_size": r.batch_size, "retrain.grad_accum": r.grad_accum,
-            "retrain.checkpoint_every": r.checkpoint_every,
+            "tasks.max_length": t.max_length,
+            "retrain.batch_size": r.batch_size, "retrain.checkpoint_every": r.checkpoint_every,
             "finetune.batch_size": f.batch_size, "finetune.eval_batch_size": f.eval_batch_size,
             "data.personas": d.personas, "data.dialogues_per_persona": d.dialogues_per_persona,
         }
@@ -263,13 +265,9 @@ class ExperimentConfig:
         for key, value in (("finetune.steps", f.steps), ("pretrain.steps", self.pretrain.steps)):
             if value < 0:
                 raise MetanbError(f"{key} must be >= 0, got {value}")
-        for key, value in (("retrain.lr", r.lr), ("finetune.lr", f.lr),
-                           ("pretrain.lr", self.pretrain.lr)):
+        for key, value in (("finetune.lr", f.lr), ("pretrain.lr", self.pretrain.lr)):
             if not value > 0:
                 raise MetanbError(f"{key} must be > 0, got {value}")
-        if r.tasks_per_step is not None and r.tasks_per_step < 1:
-            raise MetanbError(f"retrain.tasks_per_step must be >= 1 (or none for all, capped "
-                              f"at 8 by the loop), got {r.tasks_per_step}")
         if d.source == "generator":
             check_persona_count(t.retrain, t.heldout, d.personas, "the generator (data.personas)")
         if not self.model.target_modules:

@@ -15,14 +15,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig, check_persona_count
-from metanb.experiments.runner import Cell, CellContext, CellResult, FinetuneSpec
+from metanb.experiments.grid import Cell, CellContext, CellResult, FinetuneSpec
+from metanb.io import atomic_save_torch, load_torch
+
+if TYPE_CHECKING:
+    from metanb.retrain import RetrainResult
 
 # seeds of derived random streams, kept apart so that adding a stage never shifts another
 PRETRAIN_DATA_OFFSET = 7919  # generator seed of the (disjoint) pretraining personas
@@ -127,14 +131,6 @@ def new_model(config: ExperimentConfig, texts: Sequence[str], seed: int) -> tupl
     return load_model(config.model.name, texts=texts, seed=seed)
 
 
-def train_device(config: ExperimentConfig) -> str | None:
-    """What the training loop gets as ``device``: "cpu" forces the CPU, None lets accelerate
-    choose (the GPU when there is one, each process's own under ``accelerate launch``)."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise MetanbError("device=cuda but no CUDA GPU is visible; use --device auto or cpu")
-    return "cpu" if config.device == "cpu" else None
-
-
 def pretrain(model: Any, batches: list[list[dict[str, torch.Tensor]]],
              config: ExperimentConfig, seed: int, progress: bool = False) -> Any:
     """Short standard training on pooled data of *other* personas, shared by every method.
@@ -149,23 +145,21 @@ def pretrain(model: Any, batches: list[list[dict[str, torch.Tensor]]],
     pooled = [[b for task in batches for b in task]]
     res = retrain(model, pooled, method="standard", steps=config.pretrain.steps,
                   lr=config.pretrain.lr, target_modules=tuple(config.model.target_modules),
-                  seed=seed, progress=progress, device=train_device(config))
+                  seed=seed, progress=progress, device=config.device)
     return res.model
 
 
 def retrain_base(model: Any, tasks: list[list[dict[str, torch.Tensor]]], method: str,
                  rank: int, config: ExperimentConfig, seed: int, checkpoint: Path | None,
-                 progress: bool = False) -> Any:
-    """Retrain the base with SR, LoRA-ML or Reptile; returns :class:`RetrainResult`."""
+                 progress: bool = False) -> RetrainResult:
+    """Retrain the base with any registered method (the run's settings come straight from
+    ``config.retrain``, which embeds the loop's own config)."""
     from metanb.retrain import retrain
 
-    r = config.retrain
-    return retrain(model, tasks, method=method, rank=rank, steps=r.steps, lr=r.lr,
-                   target_modules=tuple(config.model.target_modules), seed=seed,
-                   tasks_per_step=r.tasks_per_step, grad_accum=r.grad_accum,
-                   mixed_precision=r.mixed_precision, checkpoint=checkpoint,
-                   checkpoint_every=r.checkpoint_every, progress=progress,
-                   device=train_device(config))
+    run = config.retrain.run_config(method, rank, config.model.target_modules, seed,
+                                    config.device)
+    return retrain(model, tasks, run, checkpoint=checkpoint,
+                   checkpoint_every=config.retrain.checkpoint_every, progress=progress)
 
 
 def evaluate_spec(model: Any, spec: FinetuneSpec, tasks: Sequence[HeldoutTask],
@@ -185,10 +179,10 @@ def evaluate_spec(model: Any, spec: FinetuneSpec, tasks: Sequence[HeldoutTask],
             adapted = finetune_lora(model, task.support, rank=spec.rank,
                                     target_modules=tuple(config.model.target_modules),
                                     steps=f.steps, lr=f.lr, seed=s, progress=False,
-                                    device=train_device(config))
+                                    device=config.device)
         else:
             adapted = finetune_head(model, task.support, steps=f.steps, lr=f.lr, seed=s,
-                                    device=train_device(config))
+                                    device=config.device)
         accs[task.key] = float(evaluate_accuracy(adapted, task.query))
     return accs
 
@@ -234,25 +228,16 @@ def prepare(config: ExperimentConfig, seed: int, dialogues: Sequence[Any] | None
     model, tokenizer = new_model(config, corpus_texts(list(dialogues) + extra), seed)
     if pretraining:
         if pretrain_cache is not None and pretrain_cache.exists():
-            model.load_state_dict(torch.load(pretrain_cache, map_location="cpu",
-                                             weights_only=True))
+            model.load_state_dict(load_torch(pretrain_cache))
         else:
             batches = retrain_batches(config, group_by_persona(extra), tokenizer, seed,
                                       config.pretrain.batch_size)
             model = pretrain(model, batches, config, seed, progress=progress).to("cpu")
             if pretrain_cache is not None and write_cache:
-                save_atomic(model.state_dict(), pretrain_cache)
+                atomic_save_torch(pretrain_cache, model.state_dict())
     return Prepared(model=model, tokenizer=tokenizer, retrain_personas=list(retrain_set),
                     retrain_tasks=retrain_batches(config, retrain_set, tokenizer, seed),
                     heldout=heldout_tasks(config, heldout_set, tokenizer, seed))
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 # ---- the cell --------------------------------------------------------------------------------
@@ -283,7 +268,7 @@ def convai2_cell(cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
     prep = _prepared(config, cell.seed, ctx)
     base_path = ctx.workdir / "base.pt"
     if base_path.exists():  # retrained before an interruption
-        saved = torch.load(base_path, map_location="cpu", weights_only=False)
+        saved = load_torch(base_path)
         model = copy.deepcopy(prep.model)
         model.load_state_dict(saved["state_dict"])
         info = saved["info"]
@@ -298,7 +283,7 @@ def convai2_cell(cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
         info = {"retrain_wall_s": round(time.perf_counter() - start, 3),
                 "retrain_final_loss": float(losses[-1]) if losses else None}
         if ctx.is_main:
-            save_atomic({"state_dict": model.state_dict(), "info": info}, base_path)
+            atomic_save_torch(base_path, {"state_dict": model.state_dict(), "info": info})
     model.eval()
     sizes = {"support_examples": sum(t.n_support for t in prep.heldout),
              "query_examples": sum(t.n_query for t in prep.heldout)}

@@ -6,11 +6,11 @@ listed rank, and after last-layer fine-tuning. Each evaluation becomes one *reco
 to ``results.jsonl`` as soon as it exists (one ``write`` of one line, then ``fsync``), so a run
 killed at any moment loses at most the work since the last record or retraining checkpoint.
 
-The runner knows nothing about language models: it calls a *cell function* (the real one is
-:func:`metanb.experiments.pipeline.convai2_cell`; tests inject a fake) that yields one
-:class:`CellResult` per fine-tuning spec it was asked for. Re-running the same command reads
-the records, skips every finished evaluation and calls the cell function only for what is
-missing; a finished grid does no training at all.
+The runner knows nothing about any experiment: it calls the *cell function* of
+``config.experiment`` (:data:`metanb.experiments.grid.EXPERIMENTS`; tests inject a fake)
+that yields one :class:`CellResult` per fine-tuning spec it was asked for. Re-running the
+same command reads the records, skips every finished evaluation and calls the cell function
+only for what is missing; a finished grid does no training at all.
 
 Under ``accelerate launch`` every process runs the same grid (retraining is data-parallel
 inside :func:`metanb.retrain.retrain`); only the main process writes files.
@@ -22,107 +22,38 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from metanb.errors import MetanbError
-from metanb.experiments.config import RANKLESS_METHODS, ExperimentConfig, diff
+from metanb.experiments.config import ExperimentConfig, diff
+from metanb.experiments.grid import (
+    HEAD,
+    NO_FINETUNE,
+    Cell,
+    CellContext,
+    CellFunction,
+    CellResult,
+    FinetuneSpec,
+    cell_key,
+    experiment_cell,
+    finetune_specs,
+    grid_cells,
+    record_key,
+)
+from metanb.io import atomic_write_bytes, atomic_write_text
+
+# the grid's vocabulary lives in metanb.experiments.grid; re-exported for callers of old
+__all__ = ["HEAD", "NO_FINETUNE", "Cell", "CellContext", "CellFunction", "CellResult",
+           "FinetuneSpec", "finetune_specs", "grid_cells", "plan", "read_jsonl", "record_key",
+           "run_grid"]
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.yaml"
 WORK_DIR = "work"
-
-
-# ---- the grid ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One retraining run. ``retrain_rank`` is None for methods that use no adapters (SR)."""
-
-    seed: int
-    method: str
-    retrain_rank: int | None
-
-    @property
-    def name(self) -> str:
-        rank = "" if self.retrain_rank is None else f"-r{self.retrain_rank}"
-        return f"{self.method}{rank}-seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class FinetuneSpec:
-    """How a held-out persona is adapted: ``none`` (rank 0), ``lora`` at a rank, or ``head``."""
-
-    kind: str
-    rank: int = 0
-
-    @property
-    def label(self) -> str:
-        """The column name in tables: ``0``, ``4``, ``head``."""
-        return "head" if self.kind == "head" else str(self.rank)
-
-
-NO_FINETUNE = FinetuneSpec("none", 0)
-HEAD = FinetuneSpec("head", 0)
-
-
-def grid_cells(config: ExperimentConfig) -> list[Cell]:
-    """Every cell, seed-major (per-seed caches are reused by the cells that follow)."""
-    cells: list[Cell] = []
-    for seed in config.seeds:
-        for method in config.retrain.methods:
-            ranks: list[int | None] = (
-                [None] if method in RANKLESS_METHODS else list(config.retrain.ranks))
-            cells += [Cell(seed, method, rank) for rank in ranks]
-    return cells
-
-
-def finetune_specs(config: ExperimentConfig) -> list[FinetuneSpec]:
-    """Rank 0 (no fine-tuning) first, then each LoRA rank, then the last layer if asked."""
-    specs = [NO_FINETUNE] + [FinetuneSpec("lora", r) for r in config.finetune.ranks]
-    return specs + ([HEAD] if config.finetune.head else [])
-
-
-def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies a record in a run: (method, seed, retraining rank, fine-tuning label)."""
-    return (record["method"], record["seed"], record["retrain_rank"], record["finetune"])
-
-
-def _key(cell: Cell, spec: FinetuneSpec) -> tuple[Any, ...]:
-    return (cell.method, cell.seed, cell.retrain_rank, spec.label)
-
-
-# ---- what a cell function receives and yields ------------------------------------------------
-
-@dataclass
-class CellContext:
-    """Everything a cell function may use besides the cell itself."""
-
-    config: ExperimentConfig
-    workdir: Path          # this cell's scratch folder: retraining checkpoint, saved base
-    shared_dir: Path       # the run's scratch folder: per-seed caches (e.g. pretraining)
-    cache: dict[str, Any]  # in-memory objects shared by the cells of one invocation
-    progress: bool = True
-    is_main: bool = True
-
-
-@dataclass
-class CellResult:
-    """One evaluation of one cell: accuracy on each held-out persona after one spec."""
-
-    spec: FinetuneSpec
-    accuracy_per_persona: dict[str, float]
-    wall_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class CellFunction(Protocol):
-    def __call__(
-        self, cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
-    ) -> Iterable[CellResult]: ...
 
 
 # ---- atomic JSONL ----------------------------------------------------------------------------
@@ -168,13 +99,7 @@ def repair_jsonl(path: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
 
 
 # ---- the run folder's config -----------------------------------------------------------------
@@ -212,7 +137,7 @@ def prepare_run_dir(config: ExperimentConfig, out: Path, write: bool = True) -> 
         config = _merged(old, config)
     if write:
         out.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(path, config.to_yaml())
+        atomic_write_text(path, config.to_yaml())
 
 
 def is_main_process() -> bool:
@@ -220,11 +145,11 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _barrier() -> None:
+def _barrier(device: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+        from metanb.retrain.loop import process_state
 
-        PartialState().wait_for_everyone()
+        process_state(None if device == "auto" else device).wait_for_everyone()
 
 
 # ---- the runner ------------------------------------------------------------------------------
@@ -245,7 +170,7 @@ def plan(config: ExperimentConfig, records: Iterable[dict[str, Any]]
     done = {record_key(r) for r in records}
     todo = []
     for cell in grid_cells(config):
-        specs = [s for s in finetune_specs(config) if _key(cell, s) not in done]
+        specs = [s for s in finetune_specs(config) if cell_key(cell, s) not in done]
         if specs:
             todo.append((cell, specs))
     return todo
@@ -289,23 +214,21 @@ def run_grid(
 ) -> RunReport:
     """Run (or resume) the grid of ``config`` into ``out``; return what was done.
 
-    ``cell_fn`` defaults to the real ConvAI2 pipeline. ``keep_work`` keeps the retraining
-    checkpoints and saved bases under ``out/work`` after the grid finishes (they are needed only
-    to resume an unfinished cell).
+    ``cell_fn`` defaults to the cell function of ``config.experiment``. ``keep_work`` keeps the
+    retraining checkpoints and saved bases under ``out/work`` after the grid finishes (they are
+    needed only to resume an unfinished cell).
     """
     config.validate()
     out = Path(out)
     if cell_fn is None:
-        from metanb.experiments.pipeline import convai2_cell
-
-        cell_fn = convai2_cell
+        cell_fn = experiment_cell(config.experiment)
     main = is_main_process()
     prepare_run_dir(config, out, write=main)
     results = out / RESULTS_FILE
     if main:
         repair_jsonl(results)
     records = read_jsonl(results)
-    _barrier()  # every process plans from the same records
+    _barrier(config.device)  # every process plans from the same records
     todo = plan(config, records)
     total = len(grid_cells(config)) * len(finetune_specs(config))
     skipped = total - sum(len(specs) for _, specs in todo)
@@ -326,7 +249,7 @@ def run_grid(
                           cache=cache, progress=progress, is_main=main)
         if main:
             ctx.workdir.mkdir(parents=True, exist_ok=True)
-        _barrier()
+        _barrier(config.device)
         wanted = {s.label for s in specs}
         for result in cell_fn(cell, list(specs), ctx):
             if result.spec.label not in wanted:

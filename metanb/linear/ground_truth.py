@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from metanb.errors import MetanbError
+from metanb.seeding import derive_seed
 
 DTYPE = torch.float64
 
@@ -36,8 +36,7 @@ def child_generator(seed: int, stream: int) -> torch.Generator:
     Separate streams (ground truth, retraining data, new task, fine-tuning data) mean that changing
     e.g. the fine-tuning sample size does not change the ground truth drawn from the same seed.
     """
-    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.Generator().manual_seed(derive_seed(seed, stream))
 
 
 def check_dims(d: int, k: int, tasks: int | None = None) -> None:

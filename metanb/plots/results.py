@@ -15,7 +15,12 @@ from matplotlib.axes import Axes
 from metanb.experiments.results import SummaryRow, finetune_order
 from metanb.plots.style import method_color
 
-METHOD_NAMES = {"standard": "SR (standard retraining)", "lora-ml": "LoRA-ML", "reptile": "Reptile"}
+
+def method_label(method: str) -> str:
+    """How figures name a method: its registry label (the name itself if unregistered)."""
+    from metanb.retrain.methods import METHODS
+
+    return METHODS[method].display if method in METHODS else method
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -38,7 +43,7 @@ def plot_accuracy_vs_rank(rows: Sequence[SummaryRow], ax: Axes | None = None,
     offsets = _offsets(len(series))
     for group, dx in zip(series.values(), offsets, strict=True):
         color = method_color(group[0].method)
-        label = METHOD_NAMES.get(group[0].method, group[0].method)
+        label = method_label(group[0].method)
         if group[0].retrain_rank is not None and len({r.retrain_rank for r in rows
                                                        if r.method == group[0].method}) > 1:
             label += f" (r={group[0].retrain_rank})"
@@ -118,8 +123,8 @@ def plot_persona_pairs(pairs: Sequence[tuple[int, str, float, float]], ax: Axes 
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_aspect("equal")
-    ax.set_xlabel(f"{METHOD_NAMES.get(baseline, baseline)} accuracy")
-    ax.set_ylabel(f"{METHOD_NAMES.get(method, method)} accuracy")
+    ax.set_xlabel(f"{method_label(baseline)} accuracy")
+    ax.set_ylabel(f"{method_label(method)} accuracy")
     ax.text(0.03, 0.97, f"above: {above}\nbelow: {below}\ntied: {len(pairs) - above - below}",
             transform=ax.transAxes, va="top", fontsize=9)
     if title:
@@ -142,7 +147,7 @@ def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: st
         rows = {T: r for T in Ts for r in points[T]
                 if (r.method, r.retrain_rank) == (method, rrank) and r.finetune == label}
         xs = [T for T in Ts if T in rows]
-        name = METHOD_NAMES.get(method, method) + (f" (r={rrank})" if method in several else "")
+        name = method_label(method) + (f" (r={rrank})" if method in several else "")
         ax.errorbar([T * (1 + dx) for T in xs], [rows[T].mean for T in xs],
                     yerr=[rows[T].std or 0.0 for T in xs], color=method_color(method),
                     marker="o", capsize=3, label=name)
@@ -172,7 +177,7 @@ def plot_retraining_loss(histories: Mapping[str, Sequence[Mapping[str, float]]],
         steps = [h["step"] for h in history]
         losses = [h["loss"] for h in history]
         ax.plot(steps, _running_mean(losses, max(1, smooth)), color=method_color(method),
-                label=METHOD_NAMES.get(method, method))
+                label=method_label(method))
     ax.set_xlabel("retraining step")
     ax.set_ylabel(f"training loss (running mean of {smooth})")
     ax.legend()

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import matplotlib
 
-# methods keep the same colour in every chapter
+# methods keep the same colour in every chapter: a network method's colour is its registry
+# entry's (metanb.retrain.methods); these are the linear theory's names and reference lines
 METHOD_COLORS: dict[str, str] = {
-    "standard": "#d95f02",
     "sr": "#d95f02",
-    "lora-ml": "#1b9e77",
     "lora_ml": "#1b9e77",
-    "reptile": "#7570b3",
     "pretrained": "#666666",
     "theory": "#000000",
 }
+# the colour-blind-safe Dark2 palette, for registered methods that name no colour
+PALETTE = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
 
 
 def method_color(method: str) -> str:
-    """The book's colour for a method name (grey for anything unknown)."""
-    return METHOD_COLORS.get(method.lower(), "#444444")
+    """The book's colour for a method name (registry first, grey for anything unknown)."""
+    from metanb.retrain.methods import METHODS
+
+    name = method.lower()
+    if name in METHODS:
+        entry = METHODS[name]
+        if entry.color:
+            return entry.color
+        unnamed = [m for m in METHODS if not METHODS[m].color]
+        return PALETTE[unnamed.index(name) % len(PALETTE)]
+    return METHOD_COLORS.get(name, "#444444")
 
 
 def apply_style() -> None:

@@ -1,0 +1,127 @@
+"""The grid's vocabulary, shared by the runner and every experiment module.
+
+A *cell* is one retraining run, ``(method, seed, retraining rank)``; it produces one base model
+that is evaluated under each :class:`FinetuneSpec` (rank 0 = as is, LoRA at a rank, or the last
+layer). An *experiment* (``convai2``; ``vision`` next) is one module that supplies a cell
+function: ``cell_fn(cell, specs, ctx)`` yields one :class:`CellResult` per spec. The runner
+(:mod:`metanb.experiments.runner`) knows only these types, so adding an experiment is one new
+module plus one line in :data:`EXPERIMENTS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from metanb.errors import MetanbError
+from metanb.retrain.methods import get_method
+
+if TYPE_CHECKING:
+    from metanb.experiments.config import ExperimentConfig
+
+# experiment name -> "module:cell function" (imported only when that experiment runs)
+EXPERIMENTS: dict[str, str] = {
+    "convai2": "metanb.experiments.pipeline:convai2_cell",
+}
+
+
+def experiment_cell(name: str) -> CellFunction:
+    """The cell function of experiment ``name``."""
+    if name not in EXPERIMENTS:
+        raise MetanbError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    module, _, attr = EXPERIMENTS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---- cells and specs ---------------------------------------------------------------------
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One retraining run. ``retrain_rank`` is None for methods that use no adapters (SR)."""
+
+    seed: int
+    method: str
+    retrain_rank: int | None
+
+    @property
+    def name(self) -> str:
+        rank = "" if self.retrain_rank is None else f"-r{self.retrain_rank}"
+        return f"{self.method}{rank}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """How a held-out persona is adapted: ``none`` (rank 0), ``lora`` at a rank, or ``head``."""
+
+    kind: str
+    rank: int = 0
+
+    @property
+    def label(self) -> str:
+        """The column name in tables: ``0``, ``4``, ``head``."""
+        return "head" if self.kind == "head" else str(self.rank)
+
+
+NO_FINETUNE = FinetuneSpec("none", 0)
+HEAD = FinetuneSpec("head", 0)
+
+
+def grid_cells(config: ExperimentConfig) -> list[Cell]:
+    """Every cell, seed-major (per-seed caches are reused by the cells that follow)."""
+    cells: list[Cell] = []
+    for seed in config.seeds:
+        for method in config.retrain.methods:
+            ranks: list[int | None] = (
+                [None] if get_method(method).rankless else list(config.retrain.ranks))
+            cells += [Cell(seed, method, rank) for rank in ranks]
+    return cells
+
+
+def finetune_specs(config: ExperimentConfig) -> list[FinetuneSpec]:
+    """Rank 0 (no fine-tuning) first, then each LoRA rank, then the last layer if asked."""
+    specs = [NO_FINETUNE] + [FinetuneSpec("lora", r) for r in config.finetune.ranks]
+    return specs + ([HEAD] if config.finetune.head else [])
+
+
+def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a record in a run: (method, seed, retraining rank, fine-tuning label)."""
+    return (record["method"], record["seed"], record["retrain_rank"], record["finetune"])
+
+
+def cell_key(cell: Cell, spec: FinetuneSpec) -> tuple[Any, ...]:
+    return (cell.method, cell.seed, cell.retrain_rank, spec.label)
+
+
+# ---- what a cell function receives and yields ------------------------------------------------
+
+@dataclass
+class CellContext:
+    """Everything a cell function may use besides the cell itself."""
+
+    config: ExperimentConfig
+    workdir: Path          # this cell's scratch folder: retraining checkpoint, saved base
+    shared_dir: Path       # the run's scratch folder: per-seed caches (e.g. pretraining)
+    cache: dict[str, Any]  # in-memory objects shared by the cells of one invocation
+    progress: bool = True
+    is_main: bool = True
+
+
+@dataclass
+class CellResult:
+    """One evaluation of one cell: accuracy on each held-out persona after one spec."""
+
+    spec: FinetuneSpec
+    accuracy_per_persona: dict[str, float]
+    wall_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CellFunction(Protocol):
+    def __call__(
+        self, cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
+    ) -> Iterable[CellResult]: ...
+
+

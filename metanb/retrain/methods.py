@@ -1,0 +1,106 @@
+"""The registry of retraining methods: the one place a method is defined.
+
+A method is which parameters exist and train (does it attach one adapter per task?) and how
+one optimisation step is taken (one update on a mixed batch, or Reptile's inner loop and
+interpolation). Everything that lists methods (the experiment config, the CLI's choices,
+results tables, plots) asks this registry, so registering a method is all it takes to run it
+through ``python -m metanb run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from metanb.errors import MetanbError
+
+if TYPE_CHECKING:
+    from metanb.retrain.loop import StepContext
+
+StepFn = Callable[["StepContext", Sequence[int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RetrainMethod:
+    """A retraining method: whether it attaches per-task adapters, and how a step is taken."""
+
+    name: str
+    description: str
+    step: StepFn
+    task_adapters: bool = False
+    label: str = ""  # how tables and figures name it; the name when empty
+    color: str | None = None  # its colour in every figure (None: one from the book's palette)
+
+    @property
+    def rankless(self) -> bool:
+        """No task adapters, so no retraining rank: one grid cell per (method, seed)."""
+        return not self.task_adapters
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+METHODS: dict[str, RetrainMethod] = {}
+
+
+def register_method(method: RetrainMethod) -> RetrainMethod:
+    """Make ``method`` available to :func:`metanb.retrain.retrain` and every caller."""
+    METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (tests and notebooks that register toys clean up after themselves)."""
+    METHODS.pop(name, None)
+
+
+def get_method(name: str) -> RetrainMethod:
+    if name not in METHODS:
+        raise MetanbError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_names() -> list[str]:
+    """Every registered method, in registration order (the order of tables and legends)."""
+    return list(METHODS)
+
+
+def joint_step(ctx: StepContext, task_ids: Sequence[int]) -> torch.Tensor:
+    """SR and LoRA-ML: one update on the mixed batch of this step's tasks."""
+    return ctx.update(task_ids)
+
+
+def reptile_step(ctx: StepContext, task_ids: Sequence[int]) -> torch.Tensor:
+    """Reptile (batched, first order): from θ, run ``inner_steps`` updates on each task alone
+    to reach φ_t, then move θ <- θ + meta_step · mean_t (φ_t - θ) (towards the tasks' solutions:
+    the correct sign). The inner updates share one AdamW whose moments persist across tasks."""
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    pull = [torch.zeros_like(p) for p in params]
+    losses = []
+    for task in task_ids:
+        for _ in range(ctx.config.inner_steps):
+            losses.append(ctx.update([task]))
+        with torch.no_grad():
+            for p, s, d in zip(params, start, pull, strict=True):
+                d.add_(p - s)
+                p.copy_(s)
+    with torch.no_grad():
+        for p, s, d in zip(params, start, pull, strict=True):
+            p.copy_(s + ctx.config.meta_step / len(task_ids) * d)
+    return torch.stack(losses).mean()
+
+
+register_method(RetrainMethod(
+    "standard", "SR: the pooled tasks, all weights, no adapters", joint_step,
+    label="SR (standard retraining)", color="#d95f02"))
+register_method(RetrainMethod(
+    "lora-ml", "LoRA-ML: base + one LoRA adapter per task, jointly, one forward per mixed batch",
+    joint_step, task_adapters=True, label="LoRA-ML", color="#1b9e77"))
+register_method(RetrainMethod(
+    "reptile", "Reptile: inner steps on one task, outer interpolation (first order)",
+    reptile_step, label="Reptile", color="#7570b3"))
