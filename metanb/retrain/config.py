@@ -57,6 +57,11 @@ class RetrainSettings:
         metadata=_help("AdamW's decoupled decay; 0 so that nothing pulls the base off A*"))
     max_grad_norm: float | None = field(
         default=1.0, metadata=_help("gradient clipping norm (None = no clipping)"))
+    task_heads: str | None = field(
+        default=None,
+        metadata=_help("output head given one copy per task during retraining and discarded "
+                       "after (the paper's LoRA-ML and last-layer-ML: e.g. classifier); None = "
+                       "one shared head"))
     inner_steps: int = field(
         default=4, metadata=_help("reptile: inner optimiser steps on one task"))
     meta_step: float = field(

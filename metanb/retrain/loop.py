@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +37,8 @@ from metanb.lora import (
 )
 from metanb.retrain.checkpoint import Checkpoint
 from metanb.retrain.config import RetrainConfig
-from metanb.retrain.methods import get_method
+from metanb.retrain.heads import add_task_heads, remove_task_heads, use_task_heads
+from metanb.retrain.methods import RetrainMethod, get_method
 from metanb.retrain.optim import TaskAdamW, make_optimizer
 from metanb.retrain.precision import Precision
 from metanb.retrain.streams import Batch, TaskStreams, mix_batches, step_tasks
@@ -57,6 +58,7 @@ class RetrainResult:
     lora_config: Any = None  # the MultiLoraConfig of the adapters the run trained (lora-ml)
     adapter_state: dict[str, torch.Tensor] | None = None  # their final weights, on the CPU
     resumed_from: int | None = None  # the checkpoint's step, if this call resumed
+    head_state: dict[str, torch.Tensor] | None = None  # the discarded per-task heads, on the CPU
 
     def with_adapters(self) -> nn.Module:
         """A copy of the retrained base with the run's task adapters re-attached."""
@@ -82,7 +84,7 @@ class StepContext:
     device: torch.device
     streams: TaskStreams
     config: RetrainConfig
-    has_adapters: bool
+    routed: bool  # per-example task ids reach the model (task adapters and/or task heads)
     examples: int = 0  # examples processed in the current step (this process)
 
     def update(self, task_ids: Sequence[int]) -> torch.Tensor:
@@ -100,7 +102,7 @@ class StepContext:
             self.examples += len(ids)
             last = micro == n - 1  # gradients are all-reduced once, on the last micro-batch
             with nullcontext() if last else acc.no_sync(model):
-                with use_tasks(model, ids) if self.has_adapters else nullcontext():
+                with route_tasks(model, ids) if self.routed else nullcontext():
                     with self.precision.autocast():
                         loss = model(**batch).loss
                     self.precision.backward(loss / n)
@@ -109,10 +111,27 @@ class StepContext:
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
-        self.optimizer.set_tasks(task_ids if self.has_adapters else None)
+        self.optimizer.set_tasks(task_ids if self.routed else None)
         self.precision.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         return torch.stack(losses).mean()
+
+
+@contextmanager
+def route_tasks(model: nn.Module, ids: torch.Tensor) -> Iterator[None]:
+    """Per-example task ids for the adapters and the per-task heads of ``model``."""
+    with use_tasks(model, ids) if multi_lora_layers(model) else nullcontext():
+        with use_task_heads(model, ids):
+            yield
+
+
+def uses_heads(method: RetrainMethod, config: RetrainConfig) -> bool:
+    """Whether this run copies the head per task (methods that never do ignore task_heads, so
+    one grid can hold SR and last-layer-ML); one line when a method needs a head name."""
+    if method.task_heads == "required" and not config.task_heads:
+        raise MetanbError(f"method {method.name!r} needs task_heads: the name of the output "
+                          "head to copy per task (e.g. 'classifier')")
+    return bool(config.task_heads) and method.task_heads != "never"
 
 
 def linear_warmup_decay(steps: int, warmup: float) -> Callable[[int], float]:
@@ -144,14 +163,23 @@ def process_state(device: str | None = None) -> PartialState:
     return PartialState(cpu=_cpu_only(device))
 
 
-def make_accelerator(device: str | None = None) -> Accelerator:
+def make_accelerator(device: str | None = None, unused_parameters: bool = False
+                     ) -> Accelerator:
     """The process's ``accelerate.Accelerator`` (data parallelism only: precision and device
-    placement are this loop's, so runs of any settings can share one process)."""
+    placement are this loop's, so runs of any settings can share one process).
+
+    ``unused_parameters``: some parameters get no gradient in a step (the heads of absent
+    tasks), which DistributedDataParallel must be told.
+    """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     process_state(device)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if (
+        unused_parameters) else []
     try:
-        return Accelerator(cpu=_cpu_only(device), device_placement=False)
+        return Accelerator(cpu=_cpu_only(device), device_placement=False,
+                           kwargs_handlers=handlers)
     except ValueError as exc:  # accelerate's state is set once per process
         raise MetanbError(f"cannot train on {device or 'auto'} in this process: {exc}; run it "
                           "in a fresh process, or pass accelerator=") from None
@@ -228,7 +256,7 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
          saver: Checkpoint | None, progress: bool, accelerator: Accelerator | None
          ) -> RetrainResult:
     method = get_method(config.method)
-    acc = accelerator or make_accelerator(config.device)
+    acc = accelerator or make_accelerator(config.device, uses_heads(method, config))
     if acc.mixed_precision not in ("no", config.mixed_precision):
         raise MetanbError(f"the launcher asks for mixed precision {acc.mixed_precision!r} but "
                           f"the run for {config.mixed_precision!r}; set mixed_precision in "
@@ -237,8 +265,11 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
     precision = Precision(config.mixed_precision, device)
     was_training = model.training
     torch.manual_seed(config.seed)  # the same initialisation on every process
+    heads = uses_heads(method, config)
     if method.task_adapters:
         add_multi_lora(model, config.lora_config(len(tasks)))
+    if heads:
+        add_task_heads(model, config.task_heads, len(tasks))
     if not any(p.requires_grad for p in model.parameters()):
         raise MetanbError("the model has no trainable parameters (all requires_grad=False)")
     model.to(device)
@@ -261,7 +292,7 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
         acc.wait_for_everyone()  # nobody writes a checkpoint another process is still reading
 
     ctx = StepContext(wrapped, optimizer, acc, precision, device, streams, config,
-                      method.task_adapters)
+                      method.task_adapters or heads)
     wrapped.train()
     elapsed = history[-1]["seconds"] if history else 0.0
     cpu_elapsed = history[-1].get("cpu_seconds", 0.0) if history else 0.0
@@ -296,6 +327,7 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
     bar.close()
 
     model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)
+    head_state = remove_task_heads(model) if heads else None
     lora_config = adapter_state = None
     if multi_lora_layers(model):
         lora_config = get_multi_lora_config(model)
@@ -304,4 +336,5 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
         remove_multi_lora(model)
     model.train(was_training)
     return RetrainResult(model, history, config, lora_config, adapter_state,
-                         resumed_from=start if state is not None else None)
+                         resumed_from=start if state is not None else None,
+                         head_state=head_state)

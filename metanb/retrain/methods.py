@@ -31,6 +31,7 @@ class RetrainMethod:
     description: str
     step: StepFn
     task_adapters: bool = False
+    task_heads: str = "never"  # per-task heads (config.task_heads): never | optional | required
     label: str = ""  # how tables and figures name it; the name when empty
     color: str | None = None  # its colour in every figure (None: one from the book's palette)
 
@@ -100,7 +101,10 @@ register_method(RetrainMethod(
     label="SR (standard retraining)", color="#d95f02"))
 register_method(RetrainMethod(
     "lora-ml", "LoRA-ML: base + one LoRA adapter per task, jointly, one forward per mixed batch",
-    joint_step, task_adapters=True, label="LoRA-ML", color="#1b9e77"))
+    joint_step, task_adapters=True, task_heads="optional", label="LoRA-ML", color="#1b9e77"))
+register_method(RetrainMethod(
+    "last-layer-ml", "last-layer-ML: base + one head per task (config.task_heads), jointly",
+    joint_step, task_heads="required", label="last-layer-ML", color="#e7298a"))
 register_method(RetrainMethod(
     "reptile", "Reptile: inner steps on one task, outer interpolation (first order)",
     reptile_step, label="Reptile", color="#7570b3"))
