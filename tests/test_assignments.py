@@ -19,6 +19,12 @@ import pytest
 
 from metanb import cli
 from metanb.assignments import BuiltAssignment, build_all, build_assignment, grade, require_otter
+from metanb.assignments.reproducible import (
+    ZIP_EPOCH,
+    content_cell_id,
+    repack_zip,
+    stabilize_cell_ids,
+)
 from metanb.errors import MetanbError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,6 +152,85 @@ def test_committed_student_notebook_is_up_to_date(built, name):
         (c.cell_type, c.source) for c in fresh.cells
     ], hint
     assert committed.metadata.get("otter") == fresh.metadata.get("otter"), hint
+    # byte for byte (cell ids included): `make assignments` leaves `git status` clean
+    assert (BOOK / f"{name}.ipynb").read_bytes() == built[name].student_notebook.read_bytes(), hint
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def test_two_builds_are_byte_identical(built, tmp_path):
+    """otter gives cells random ids and zip members the build time; a build must not."""
+    first = built[NAMES[0]].student_notebook.parents[2]
+    again = build_all(SOURCES, tmp_path, book_dir=None, run_tests=False)
+    assert again[0].student_notebook.parents[2] == tmp_path
+    old, new = _files(first), _files(tmp_path)
+    assert len(old) == 5 * len(NAMES)  # student + solutions + zip + otter_config + requirements
+    assert sorted(new) == sorted(old)
+    assert [name for name in old if old[name] != new[name]] == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_built_notebooks_have_valid_unique_cell_ids(built, name):
+    for path in (built[name].student_notebook, built[name].solution_notebook):
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        ids = [c.id for c in nb.cells]
+        assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{8}", i) for i in ids)
+
+
+def test_content_cell_ids_are_stable_and_unique():
+    taken: set[str] = set()
+    ids = [content_cell_id("code", s, taken) for s in ("x = 1", "y = 2", "x = 1")]
+    assert len(set(ids)) == 3 and taken == set(ids)  # a repeated cell gets a fresh id
+    # content, not position: a cell inserted first leaves the others' ids alone
+    shifted: set[str] = set()
+    assert [content_cell_id("code", s, shifted) for s in ("new", "x = 1", "y = 2")][1:] == ids[:2]
+    assert content_cell_id("markdown", "x = 1", set()) != ids[0]  # the cell type counts
+
+
+def test_stabilize_cell_ids_changes_only_the_ids(tmp_path):
+    cells = [("code", "a = 1"), ("raw", "text"), ("code", "a = 1")]
+    path = _write_notebook(tmp_path / "n.ipynb", cells)
+    before = nbformat.read(path, as_version=4)
+    stabilize_cell_ids(path)
+    once = path.read_bytes()
+    after = nbformat.read(path, as_version=4)
+    assert [c.id for c in after.cells] != [c.id for c in before.cells]
+    for cell in before.cells + after.cells:
+        del cell["id"]
+    assert after == before
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"other-{i}"  # otter writes other ids on the next build
+    path.write_text(nbformat.writes(nb))
+    stabilize_cell_ids(path)
+    assert path.read_bytes() == once
+
+
+def test_repack_zip_fixes_order_and_times_and_keeps_modes(tmp_path):
+    def make(path: Path, order: list[str], when: tuple[int, ...]) -> Path:
+        with zipfile.ZipFile(path, "w") as zf:
+            for name in order:
+                info = zipfile.ZipInfo(name, date_time=when)
+                info.external_attr = (0o755 if name == "run" else 0o644) << 16
+                zf.writestr(info, f"content of {name}")
+        return path
+
+    a = make(tmp_path / "a.zip", ["run", "tests/q1.py", "env.yml"], (2026, 12, 1, 9, 30, 0))
+    b = make(tmp_path / "b.zip", ["env.yml", "tests/q1.py", "run"], (2027, 1, 2, 3, 4, 6))
+    assert a.read_bytes() != b.read_bytes()
+    repack_zip(a, tmp_path / "a2.zip")
+    repack_zip(b, tmp_path / "b2.zip")
+    assert (tmp_path / "a2.zip").read_bytes() == (tmp_path / "b2.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a2.zip") as zf:
+        assert zf.namelist() == ["env.yml", "run", "tests/q1.py"]
+        assert {i.date_time for i in zf.infolist()} == {ZIP_EPOCH}
+        assert {i.filename: i.external_attr >> 16 for i in zf.infolist()} == {
+            "env.yml": 0o644, "run": 0o755, "tests/q1.py": 0o644}
+        assert zf.read("run") == b"content of run"
 
 
 # ------------------------------------------------------------------ grading

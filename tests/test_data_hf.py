@@ -112,3 +112,54 @@ def test_bad_json_line_is_named(tmp_path):
         read_hf_json(path)
     with pytest.raises(MetanbError, match="no such file"):
         read_hf_json(tmp_path / "absent.json")
+
+
+def dialogue_record(personality, turns):
+    """A record of the parquet copy on the Hub (AlekseyKorshuk/persona-chat): one dialogue."""
+    return {
+        "personality": list(personality),
+        "utterances": [{"history": list(h), "candidates": list(c)} for h, c in turns],
+    }
+
+
+DIALOGUE_RECORDS = [
+    dialogue_record(
+        PERSONA,
+        [
+            (["hi"], ["bye", "no", "hello"]),
+            (["hi", "hello", "tea?"], ["yes , tea", "coffee", "no", "yes , tea"]),
+        ],
+    ),
+    dialogue_record(["i am tall ."], [(["hey"], ["x", "y", "z"])]),
+]
+
+
+def test_hub_parquet_dialogue_records_map_to_dialogues_offline(tmp_path):
+    """Built locally as datasets stores the parquet copy (list of structs), no network."""
+    from metanb.data import HUB_DATASET
+
+    assert HUB_DATASET == "AlekseyKorshuk/persona-chat"
+    dataset = datasets.Dataset.from_list(DIALOGUE_RECORDS)
+    dataset.to_parquet(tmp_path / "train.parquet")
+    local = datasets.load_dataset(
+        "parquet", data_files=str(tmp_path / "train.parquet"), cache_dir=str(tmp_path / "cache")
+    )
+    for source in (dataset, local):
+        first, second = load_hf_persona_chat(source, split="train")
+        assert first.persona == tuple(PERSONA) and second.persona == ("i am tall .",)
+        assert [ex.history for ex in first.examples] == [("hi",), ("hi", "hello", "tea?")]
+        assert first.examples[0].response == "hello" and first.examples[0].label == 2
+        # the gold is the last candidate; its earlier copy is not kept as a distractor
+        assert first.examples[1].candidates == ("coffee", "no", "yes , tea")
+        assert first.examples[1].label == 2
+        assert second.examples[0].response == "z"
+
+
+def test_bad_dialogue_records_are_named_or_skipped():
+    bad = [DIALOGUE_RECORDS[1], {"personality": ["a"], "utterances": [{"history": ["x"]}]}]
+    with pytest.raises(MetanbError, match=r"record 1: utterance 0: expected a mapping with"):
+        load_hf_persona_chat(bad)
+    dialogues = load_hf_persona_chat(bad, skip_bad=True)
+    assert dialogues.skipped == 1 and len(dialogues) == 1
+    with pytest.raises(MetanbError, match="record 0: expected at least one utterance"):
+        load_hf_persona_chat([{"personality": ["a"], "utterances": []}])

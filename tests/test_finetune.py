@@ -63,7 +63,7 @@ def test_finetune_head_changes_only_the_classifier(model, support):
     changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
     assert "classifier.weight" in changed <= {"classifier.weight", "classifier.bias"}
     assert evaluate_loss(tuned, support) < evaluate_loss(model, support)
-    assert all(p.requires_grad for p in tuned.parameters())
+    assert all(p.requires_grad for p in tuned.parameters())  # as the input's
     with pytest.raises(MetanbError, match="no module named 'head'"):
         finetune_head(model, support, head="head")
 
@@ -88,3 +88,11 @@ def test_evaluation_with_a_task_id_uses_that_tasks_adapter(model, support):
     assert evaluate_loss(model, support, task=0) != evaluate_loss(model, support, task=1)
     with pytest.raises(MetanbError, match="use_tasks"):
         evaluate_loss(model, support)
+
+
+def test_finetune_head_gives_back_the_input_models_trainability(model, support):
+    model.roberta.embeddings.word_embeddings.weight.requires_grad_(False)
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    tuned = finetune_head(model, support, steps=2, lr=1e-2)
+    assert {n: p.requires_grad for n, p in tuned.named_parameters()} == trainable
+    assert not trainable["roberta.embeddings.word_embeddings.weight"]

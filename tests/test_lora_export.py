@@ -102,3 +102,10 @@ def test_exporting_a_missing_task_is_a_clear_error(tmp_path):
         export_adapter(model, 3, tmp_path)
     with pytest.raises(MetanbError, match="add_multi_lora"):
         export_adapter(copy.deepcopy(tiny_roberta(VOCAB)), 0, tmp_path)
+
+
+def test_exporting_the_base_onto_a_file_is_a_clear_error(tmp_path):
+    model, _ = adapted_model()
+    (tmp_path / "base").write_text("not a folder")
+    with pytest.raises(MetanbError, match="it is a file, not a folder"):
+        export_base(model, tmp_path / "base")

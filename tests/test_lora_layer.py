@@ -136,8 +136,12 @@ def test_adapter_t_gets_zero_gradient_from_other_tasks_examples(base, batch):
 
 def test_leading_dim_not_a_multiple_of_task_ids_is_an_error(base, batch):
     model = add_multi_lora(copy.deepcopy(base), MultiLoraConfig(num_tasks=2, rank=2))
-    with use_tasks(model, [0, 1, 0, 1]), pytest.raises(MetanbError, match="not a multiple"):
-        model(**batch)  # 6 examples x 3 choices = 18 rows, 4 ids
+    with use_tasks(model, [0, 1, 0, 1]), pytest.raises(MetanbError, match="has 6 examples"):
+        model(**batch)  # 6 examples, 4 ids: refused at the root, before any layer runs
+    layer = next(iter(multi_lora_layers(model).values()))
+    layer.task_ids = [0, 1, 0, 1]
+    with pytest.raises(MetanbError, match="leading dimension of 18, which is not a multiple"):
+        layer(torch.randn(18, 64))  # a layer called directly checks its rows too
 
 
 def test_forward_without_task_ids_is_an_error(base, batch):
@@ -159,14 +163,14 @@ def test_task_ids_are_validated(base, ids, message):
             pass
 
 
-def test_use_tasks_nests_and_restores(base):
+def test_use_tasks_sets_the_layers_and_keeps_them_for_backward(base):
     model = add_multi_lora(copy.deepcopy(base), MultiLoraConfig(num_tasks=3, rank=2))
     layer = next(iter(multi_lora_layers(model).values()))
     with use_tasks(model, [1, 2]):
         with use_tasks(model, [0]):
             assert layer.task_ids.tolist() == [0]
-        assert layer.task_ids.tolist() == [1, 2]
-    assert layer.task_ids is None
+        assert layer.task_ids.tolist() == [0]  # until the next root forward
+    assert layer.task_ids.tolist() == [0]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -226,3 +230,8 @@ def test_remove_gives_back_plain_linears_with_trained_weights(base):
     assert torch.equal(model.roberta.encoder.layer[0].attention.self.query.weight, trained)
     restored = {n: p.requires_grad for n, p in model.named_parameters()}
     assert restored == {**frozen_before, "roberta.embeddings.word_embeddings.weight": False}
+
+
+def test_config_reads_with_pefts_names_too():
+    cfg = MultiLoraConfig(num_tasks=2, rank=3, alpha=6.0, dropout=0.1)
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.scaling) == (3, 6.0, 0.1, 2.0)

@@ -13,8 +13,10 @@ from metanb import MetanbError
 from metanb.models import (
     SPECIAL_TOKENS,
     build_word_tokenizer,
+    causal_lm_labels,
     load_model,
     random_multiple_choice_batches,
+    tiny_causal_lm,
 )
 
 TEXTS = ["Hello there, friend!", "I like cats.", "hello cats", "Dogs? I like dogs."]
@@ -108,3 +110,27 @@ def test_random_batches_have_the_multiple_choice_shape():
                        batches[2]["labels"])
     with pytest.raises(MetanbError, match="vocab_size"):
         random_multiple_choice_batches(5, 1)
+
+
+@pytest.mark.parametrize("kind, cls, layer", [
+    ("gpt2", "GPT2LMHeadModel", "transformer.h.1.attn.c_attn"),
+    ("llama", "LlamaForCausalLM", "model.layers.1.self_attn.q_proj"),
+])
+def test_tiny_causal_lms_are_seeded_and_tiny(kind, cls, layer):
+    model = tiny_causal_lm(kind, vocab_size=50, seed=3)
+    assert type(model).__name__ == cls and model.config.vocab_size == 50
+    assert sum(p.numel() for p in model.parameters()) < 200_000
+    model.get_submodule(layer)  # the projections LoRA targets on that architecture
+    again = tiny_causal_lm(kind, vocab_size=50, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(),
+                                                  strict=True))
+    with pytest.raises(MetanbError, match="unknown tiny causal LM 'bert'; use one of"):
+        tiny_causal_lm("bert", vocab_size=50)
+
+
+def test_causal_lm_labels_are_the_ids_with_padding_ignored():
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    labels = causal_lm_labels(ids, torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    assert labels.tolist() == [[5, 6, 7], [8, 9, -100]]
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]  # the input is not modified
+    assert torch.equal(causal_lm_labels(ids), ids)

@@ -10,6 +10,7 @@ and ``# HIDDEN`` tests inside each question. ``otter assign`` turns it into
 
 The student notebooks are also copied next to the sources' parent folder (``book/assignments/``),
 where the book shows them. Everything runs offline: otter is called through its Python API.
+A rebuild of unchanged sources writes the same bytes (see :mod:`metanb.assignments.reproducible`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from metanb.assignments.reproducible import repack_zip, stabilize_cell_ids
 from metanb.errors import MetanbError
+from metanb.io import atomic_write_bytes
 
 INSTALL_HINT = "pip install 'metanb[assign]'"
 SOURCE_SUBDIR = Path("book") / "assignments" / "source"
@@ -131,16 +133,20 @@ def build_assignment(source: Path, out_dir: Path, *, run_tests: bool = True) -> 
     zips = sorted(autograder.glob(f"{source.stem}-autograder_*.zip"))
     if not zips:
         raise MetanbError(f"{source.name}: otter assign wrote no autograder zip in {autograder}")
-    # otter stamps the zip name with the build time; a stable name is easier to document and use
+    # otter stamps the zip name (and its members) with the build time; a stable name is easier
+    # to document and use, and stable bytes keep a rebuild from showing up as a change
     zip_path = autograder / f"{source.stem}-autograder.zip"
-    zips[-1].replace(zip_path)
-    for stale in zips[:-1]:
+    repack_zip(zips[-1], zip_path)
+    for stale in zips:
         stale.unlink()
 
     solution = autograder / source.name
+    student = result / "student" / source.name
+    for notebook in (student, solution):
+        stabilize_cell_ids(notebook)
     return BuiltAssignment(
         name=source.stem,
-        student_notebook=result / "student" / source.name,
+        student_notebook=student,
         solution_notebook=solution,
         autograder_zip=zip_path,
         points=question_points(solution),
@@ -177,5 +183,6 @@ def build_all(
     built = [build_assignment(src, Path(out_dir), run_tests=run_tests) for src in sources]
     if book_dir is not None:
         for item in built:
-            shutil.copyfile(item.student_notebook, Path(book_dir) / item.student_notebook.name)
+            book_copy = Path(book_dir) / item.student_notebook.name
+            atomic_write_bytes(book_copy, item.student_notebook.read_bytes())
     return built

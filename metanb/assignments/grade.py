@@ -9,12 +9,14 @@ many submissions with a CSV of scores, for instructors who have the course envir
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from metanb.assignments.build import require_otter
 from metanb.errors import MetanbError
+from metanb.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,10 @@ def grade_many(
 def write_scores_csv(reports: Sequence[GradeReport], path: Path) -> None:
     """One row per submission: file, each question's score, total, possible."""
     questions = sorted({q for r in reports for q in r.possible})
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["submission", *questions, "total", "possible"])
-        for r in reports:
-            row = [r.scores.get(q, 0.0) for q in questions]
-            writer.writerow([r.submission.name, *row, r.total, r.total_possible])
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["submission", *questions, "total", "possible"])
+    for r in reports:
+        row = [r.scores.get(q, 0.0) for q in questions]
+        writer.writerow([r.submission.name, *row, r.total, r.total_possible])
+    atomic_write_text(path, buffer.getvalue())

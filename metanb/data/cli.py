@@ -1,8 +1,11 @@
 """``python -m metanb data ...``: inspect a Persona-Chat file, or generate an offline one.
 
-``data inspect PATH [--format parlai|hf-json] [--skip-bad] [--json]`` counts personas,
-dialogues, examples and candidates (what the experiment will see); ``data generate ...
---out FILE`` writes the offline generator's data in the ParlAI text format.
+``data inspect PATH [--format parlai|hf-json] [--skip-bad] [--persona-map MAP] [--json]``
+counts personas, dialogues, examples and candidates (what the experiment will see) and, with a
+persona map, the clusters and the dialogues the map does not know; ``data generate ...
+--out FILE`` writes the offline generator's data in the ParlAI text format; ``data
+convert-map MAP --out MAP.json`` writes a persona map's JSON form; ``data download --out DIR``
+fetches the paper's Persona-Chat folder (pinned sha256s).
 """
 
 from __future__ import annotations
@@ -37,8 +40,32 @@ def register(subparsers: Any) -> None:
     inspect.add_argument(
         "--skip-bad", action="store_true", help="skip malformed lines/records and count them"
     )
+    inspect.add_argument(
+        "--persona-map",
+        default=None,
+        help="a persona map (PAML pickle or JSON): also count clusters and unmapped dialogues",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(func=inspect_command)
+
+    convert = sub.add_parser("convert-map", help="write a persona map's JSON form")
+    convert.add_argument("map", help="a persona map (PAML's pickle, read with an allow-list)")
+    convert.add_argument("--out", required=True, help="the JSON file to write")
+    convert.set_defaults(func=convert_map_command)
+
+    download = sub.add_parser(
+        "download", help="fetch Persona-Chat + PAML persona maps into a folder (sha256-pinned)"
+    )
+    download.add_argument("--out", required=True, help="the folder to fill (data.path)")
+    download.add_argument(
+        "--sha256",
+        action="append",
+        default=[],
+        metavar="NAME=DIGEST",
+        help="pin a file's digest, e.g. train_persona_map=<64 hex> (repeatable)",
+    )
+    download.add_argument("--no-progress", action="store_true", help="no progress bars")
+    download.set_defaults(func=download_command)
 
     generate = sub.add_parser("generate", help="write offline persona-chat data (ParlAI format)")
     generate.add_argument("--personas", type=int, default=32, help="personas (tasks)")
@@ -86,11 +113,20 @@ def inspect_command(args: argparse.Namespace) -> int:
     summary = summarize(dialogues)
     if args.skip_bad:
         summary["skipped"] = dialogues.skipped
+    if args.persona_map is not None:
+        from metanb.data.clusters import cluster_summary
+        from metanb.data.persona_map import read_persona_map
+
+        summary.update(cluster_summary(dialogues, read_persona_map(args.persona_map)))
     if args.json:
         print(json.dumps(summary))
     else:
         width = max(map(len, summary))
         for key, value in summary.items():
+            if isinstance(value, dict):  # dialogues per cluster: the largest ten
+                shown = list(value.items())[:10]
+                more = f" ... ({len(value) - 10} more)" if len(value) > 10 else ""
+                value = ", ".join(f"{k}: {v}" for k, v in shown) + more
             print(f"{key:<{width}}  {value}")
         for problem in getattr(dialogues, "problems", [])[:5]:
             print(f"skipped: {problem}")
@@ -114,4 +150,30 @@ def generate_command(args: argparse.Namespace) -> int:
     write_parlai(dialogues, out)
     examples = sum(len(d.examples) for d in dialogues)
     print(f"wrote {out}: {args.personas} personas, {len(dialogues)} dialogues, {examples} examples")
+    return 0
+
+
+def convert_map_command(args: argparse.Namespace) -> int:
+    from metanb.data.persona_map import read_persona_map, write_persona_map_json
+
+    persona_map = read_persona_map(args.map)
+    out = write_persona_map_json(persona_map, args.out)
+    personas = sum(len(v) for v in persona_map.values())
+    print(f"wrote {out}: {len(persona_map)} clusters, {personas} personas")
+    return 0
+
+
+def download_command(args: argparse.Namespace) -> int:
+    from metanb.data.persona_chat import SOURCES, download_persona_chat
+
+    digests = {}
+    for item in args.sha256:
+        name, sep, digest = item.partition("=")
+        if not sep or name not in SOURCES:
+            raise MetanbError(
+                f"--sha256 {item!r}: expected NAME=DIGEST with NAME one of {sorted(SOURCES)}"
+            )
+        digests[name] = digest
+    folder = download_persona_chat(args.out, sha256=digests, progress=not args.no_progress)
+    print(f"ready: {folder} (use it as data.path)")
     return 0

@@ -6,6 +6,13 @@ far, ending with the partner's), ``candidates`` (the true response last), ``utte
 persona sentences permuted): only the last record per ``(conv_id, utterance_idx)`` is used.
 Records are grouped into one :class:`Dialogue` per ``conv_id``, ordered by ``utterance_idx``.
 
+The Hub copy the experiment uses, :data:`HUB_DATASET` (``AlekseyKorshuk/persona-chat``,
+parquet), has one record per *dialogue* instead: ``personality`` and ``utterances``, a list of
+``{"history": [...], "candidates": [...]}`` (true reply last); such records are recognised by
+their ``utterances`` field and become one :class:`Dialogue` each, in order. (It is ConvAI2-sized:
+every conversation from both sides. ``bavard/personachat_truecased`` needs a loading script,
+which ``datasets`` >= 4 refuses.)
+
 The same records can come from the Hub (``load_hf_persona_chat("name")``), from a
 ``datasets.Dataset`` in memory, or from a JSON/JSONL file (:func:`read_hf_json`).
 """
@@ -22,6 +29,8 @@ from metanb.data.tasks import Dialogue, Dialogues, Example, true_index
 from metanb.errors import MetanbError
 
 FIELDS = ("personality", "history", "candidates", "utterance_idx", "conv_id")
+DIALOGUE_FIELDS = ("personality", "utterances")
+HUB_DATASET = "AlekseyKorshuk/persona-chat"
 OFFLINE_HINT = (
     "offline, read ConvAI2's ParlAI text files (read_parlai, `--format parlai`) or generate "
     "data with `python -m metanb data generate`"
@@ -87,8 +96,12 @@ def dialogues_from_records(
     """
     result = Dialogues()
     latest: dict[Any, dict[Any, tuple[tuple[str, ...], Example]]] = {}
+    dialogue_records: list[Dialogue] = []
     for index, record in enumerate(records):
         try:
+            if isinstance(record, Mapping) and "utterances" in record:
+                dialogue_records.append(_parse_dialogue_record(record, source, index))
+                continue
             conv_id, utterance, persona, example = _parse_record(record)
         except MetanbError as exc:
             message = f"{source}: record {index}: {exc}"
@@ -97,6 +110,7 @@ def dialogues_from_records(
             result.note_skipped(message)
             continue
         latest.setdefault(conv_id, {})[utterance] = (persona, example)
+    result.extend(dialogue_records)
     for number, (conv_id, turns) in enumerate(latest.items()):
         ordered = [turns[u] for u in sorted(turns)]
         result.append(
@@ -129,6 +143,30 @@ def _parse_record(record: Any) -> tuple[Any, Any, tuple[str, ...], Example]:
         persona,
         Example(history, tuple(candidates), label),
     )
+
+
+def _parse_dialogue_record(record: Mapping[str, Any], source: str, index: int) -> Dialogue:
+    """One dialogue from a ``{personality, utterances: [{history, candidates}]}`` record."""
+    missing = [key for key in DIALOGUE_FIELDS if key not in record]
+    if missing:
+        raise MetanbError(f"missing {missing}; expected dialogue records with {DIALOGUE_FIELDS}")
+    persona = _texts(record, "personality")
+    turns = record["utterances"]
+    if isinstance(turns, (str, bytes, Mapping)) or not hasattr(turns, "__iter__"):
+        raise MetanbError(f"expected 'utterances' to be a list of turns, got {turns!r:.60}")
+    examples = []
+    for j, turn in enumerate(turns):
+        if not isinstance(turn, Mapping) or "history" not in turn or "candidates" not in turn:
+            raise MetanbError(f"utterance {j}: expected a mapping with 'history' and 'candidates'")
+        candidates = list(_texts(turn, "candidates"))
+        if not candidates:
+            raise MetanbError(f"utterance {j}: expected a non-empty candidate list, got []")
+        label = true_index(candidates, candidates[-1])
+        assert label is not None  # the last candidate is always among the candidates
+        examples.append(Example(_texts(turn, "history"), tuple(candidates), label))
+    if not examples:
+        raise MetanbError("expected at least one utterance, got none")
+    return Dialogue(persona=persona, examples=examples, source=source, episode=index)
 
 
 def _texts(record: Mapping[str, Any], key: str) -> tuple[str, ...]:

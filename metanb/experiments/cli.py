@@ -8,6 +8,7 @@ next to the results. A folder of run folders (e.g. a sweep over T) is summarised
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -78,6 +79,33 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return config.validate()
 
 
+def check_out_folder(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become a folder (it, or a folder above it, is a file)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if path.is_dir():
+                return
+            where = "is a file" if path == out else f"is inside {path}, which is a file"
+            raise MetanbError(f"--out {out} {where}; give a folder (it is created if missing)")
+
+
+def check_device(device: str) -> None:
+    """Refuse ``cuda`` where torch cannot use it: one line now, not a traceback mid-run.
+
+    A dry run skips this check, so a GPU run can be planned on a machine without one.
+    """
+    if device != "cuda":
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = ("this torch is a CPU-only build" if torch.version.cuda is None
+           else "torch sees no CUDA GPU (check the driver and CUDA_VISIBLE_DEVICES)")
+    raise MetanbError(f"device is cuda, but {why} (torch {torch.__version__}); "
+                      "use --device auto or --device cpu")
+
+
 def _run(args: argparse.Namespace) -> int:
     from metanb.experiments.results import format_table, summarize
     from metanb.experiments.runner import (
@@ -89,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     config = resolve_config(args)
+    check_out_folder(args.out)
     if args.dry_run:
         print(config.to_yaml(), end="")
         todo = plan(config, read_jsonl(args.out / "results.jsonl"))
@@ -101,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    check_device(config.device)
     main = is_main_process()  # under accelerate launch / torchrun only rank 0 speaks
     report = run_grid(config, args.out, progress=not args.no_progress and main,
                       keep_work=args.keep_work,
@@ -175,15 +205,22 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
         fig, ax = plt.subplots()
         plot_accuracy_vs_rank(rows, ax=ax, caption=describe_run(run),
                               chance=1.0 / run.config.tasks.candidates)
-        fig.tight_layout()
-        fig.savefig(run.path / FIGURE_RANK, dpi=120)
-        plt.close(fig)
-        written.append(run.path / FIGURE_RANK)
+        written.append(_save_png(fig, run.path / FIGURE_RANK))
     if len(runs) > 1:
         fig, ax = plt.subplots()
         plot_gain_vs_tasks(gains_by_tasks(runs), ax=ax, caption=describe_run(runs))
-        fig.tight_layout()
-        fig.savefig(folder / FIGURE_T, dpi=120)
-        plt.close(fig)
-        written.append(folder / FIGURE_T)
+        written.append(_save_png(fig, folder / FIGURE_T))
     return written
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Render ``fig`` in memory, then write it atomically: a reader never sees half a PNG."""
+    import matplotlib.pyplot as plt
+
+    from metanb.io import atomic_write_bytes
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

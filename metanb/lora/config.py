@@ -15,7 +15,8 @@ from metanb.errors import MetanbError
 
 @dataclass(frozen=True)
 class MultiLoraConfig:
-    """T rank-``rank`` adapters on every ``nn.Linear`` whose name matches ``target_modules``."""
+    """T rank-``rank`` adapters on every layer (``nn.Linear``, GPT-2 ``Conv1D``) whose name
+    matches ``target_modules``; ``r``, ``lora_alpha`` and ``lora_dropout`` read as in PEFT."""
 
     num_tasks: int = field(metadata={"help": "T, the number of adapters (one per task)."})
     rank: int = field(default=8, metadata={"help": "r, the rank of every adapter."})
@@ -70,6 +71,21 @@ class MultiLoraConfig:
             raise MetanbError(f"init_scale must be positive, got {self.init_scale}")
         if not self.target_modules:
             raise MetanbError("target_modules is empty; name at least one nn.Linear module")
+
+    @property
+    def r(self) -> int:
+        """PEFT's name for ``rank``."""
+        return self.rank
+
+    @property
+    def lora_alpha(self) -> float:
+        """PEFT's name for ``alpha``."""
+        return self.alpha
+
+    @property
+    def lora_dropout(self) -> float:
+        """PEFT's name for ``dropout``."""
+        return self.dropout
 
     @property
     def scaling(self) -> float:

@@ -1,60 +1,100 @@
-"""The adapted Linear: a base ``nn.Linear`` plus T low-rank adapters, one chosen per example.
+"""The adapted layer: a base ``nn.Linear`` (or GPT-2 ``Conv1D``) plus T low-rank adapters,
+one chosen per example.
 
 For an example of task t the layer computes
 
-    y = W x + b + (alpha / r) * B_t A_t x            (asymmetric, like PEFT)
-    y = W x + b + (alpha / r) * U_t U_tᵀ x           (symmetric, the theory's A* + U_t U_tᵀ)
+    y = base(x) + (alpha / r) * B_t A_t x            (asymmetric, like PEFT)
+    y = base(x) + (alpha / r) * U_t U_tᵀ x           (symmetric, the theory's A* + U_t U_tᵀ)
 
-for every example of a mixed batch in one pass: the adapters of the batch's examples are
-gathered (``A[task_ids]``) and applied with two batched matmuls, so the extra cost is that of a
-single rank-r adapter, whatever T is.
+for every example of a mixed batch in one pass (see :mod:`metanb.lora.routing` for how the ids
+arrive and how the rows are split between adapters). ``A_t`` is (r, in) and ``B_t`` (out, r)
+whatever the base's weight layout: GPT-2's ``Conv1D`` stores its weight as (in, out), which
+only matters when merging an update into it (PEFT's ``fan_in_fan_out``).
 
-How the task ids reach the layer: :func:`metanb.lora.use_tasks` stores a LongTensor of shape
-(batch,) on every adapted layer for the duration of a ``with`` block. Inside, a layer sees
-inputs whose leading dimension is N. If N equals len(task_ids) each row is one example. If N is
-a multiple, the model has flattened extra leading structure into the batch dimension in
-example-major order, as Hugging Face multiple-choice models do ((batch, m, seq) -> (batch·m,
-seq)); each id then applies to N / len(task_ids) consecutive rows, exactly as
-``task_ids.repeat_interleave(N // len(task_ids))`` would say. Any other N is an error. This
-assumes batch-first layouts (true for BERT/RoBERTa-style encoders), not packed sequences.
+Like PEFT's tuner layers the adapted layer shows the base's ``weight`` and ``bias``, so model
+code that reads ``self.q_proj.weight.dtype`` keeps working.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from metanb.errors import MetanbError
 from metanb.lora.config import MultiLoraConfig
+from metanb.lora.routing import TaskRouting, mixed_update
 
 
-def check_rank(layer: nn.Linear, rank: int, name: str = "") -> None:
+def conv1d_type() -> type[nn.Module] | None:
+    """``transformers.pytorch_utils.Conv1D`` (GPT-2's projection), or None without transformers."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:
+        return None
+    return Conv1D
+
+
+def fan_in_fan_out(layers: Iterable[nn.Module]) -> bool:
+    """PEFT's ``fan_in_fan_out`` for these layers: True when all store their weight as
+    (in, out), as GPT-2's ``Conv1D`` does (PEFT needs it to merge an update into them)."""
+    conv1d = conv1d_type()
+    layers = list(layers)
+    return conv1d is not None and bool(layers) and all(isinstance(m, conv1d) for m in layers)
+
+
+def is_adaptable(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer an adapter can wrap: ``nn.Linear`` or a subclass, or GPT-2's
+    ``Conv1D``, with a floating-point weight.
+
+    Excluded: ``NonDynamicallyQuantizableLinear`` (the ``out_proj`` of ``nn.MultiheadAttention``,
+    whose weight is read directly rather than through its forward, so an adapter there would be
+    silently skipped) and quantized layers (integer weights).
+    """
+    conv1d = conv1d_type()
+    if isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        return False
+    if not (isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))):
+        return False
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.is_floating_point()
+
+
+def features(layer: nn.Module) -> tuple[int, int]:
+    """(in, out) of an adaptable layer: ``nn.Linear`` weight is (out, in), ``Conv1D`` (in, out)."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    in_features, out_features = layer.weight.shape
+    return int(in_features), int(out_features)
+
+
+def check_rank(layer: nn.Module, rank: int, name: str = "") -> None:
     """A rank-r update of an (out x in) layer needs 1 <= r <= min(in, out)."""
-    width = min(layer.in_features, layer.out_features)
+    in_features, out_features = features(layer)
+    width = min(in_features, out_features)
     if not 1 <= rank <= width:
         raise MetanbError(
-            f"rank {rank} does not fit layer {name!r} ({layer.in_features} -> "
-            f"{layer.out_features}); use 1 <= rank <= {width}"
+            f"rank {rank} does not fit layer {name!r} ({in_features} -> "
+            f"{out_features}); use 1 <= rank <= {width}"
         )
 
 
 class MultiLoraLinear(nn.Module):
     """``base_layer`` plus ``num_tasks`` adapters; which one applies is set per example."""
 
-    def __init__(self, base_layer: nn.Linear, config: MultiLoraConfig, name: str = "") -> None:
+    def __init__(self, base_layer: nn.Module, config: MultiLoraConfig, name: str = "") -> None:
         super().__init__()
         self.base_layer = base_layer
         self.name = name
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        self.in_features, self.out_features = features(base_layer)
         self.num_tasks = config.num_tasks
         self.rank = config.rank
         self.scaling = config.scaling
         self.symmetric = config.symmetric
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.task_ids: torch.Tensor | None = None
+        self.routing: TaskRouting | None = None
 
         check_rank(base_layer, config.rank, name)
         if config.symmetric and self.in_features != self.out_features:
@@ -72,6 +112,25 @@ class MultiLoraLinear(nn.Module):
             self.lora_A = nn.Parameter(torch.empty(T, r, self.in_features, **shape))
             self.lora_B = nn.Parameter(torch.empty(T, self.out_features, r, **shape))
         self.reset_parameters(config.init_scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base layer's weight (its own layout: (out, in), or (in, out) for ``Conv1D``)."""
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The base layer's bias."""
+        return self.base_layer.bias
+
+    @property
+    def task_ids(self) -> torch.Tensor | None:
+        """The ids of the last root forward (or of ``use_tasks``), one per example."""
+        return None if self.routing is None else self.routing.ids
+
+    @task_ids.setter
+    def task_ids(self, ids: torch.Tensor | Sequence[int] | None) -> None:
+        self.routing = None if ids is None else TaskRouting.build(ids, self.num_tasks)
 
     def reset_parameters(self, init_scale: float = 0.1) -> None:
         """PEFT's init: A kaiming-uniform, B = 0, so the adapted model starts equal to its base.
@@ -101,30 +160,29 @@ class MultiLoraLinear(nn.Module):
         return self.lora_A, self.lora_B
 
     def delta_weight(self, task: int) -> torch.Tensor:
-        """The (out, in) update that adapter ``task`` adds to the base weight, scaling included."""
+        """The (out, in) update that adapter ``task`` adds to the map x -> base(x), scaling
+        included (transpose it to add it to a ``Conv1D`` weight)."""
         A, B = self.factors()
         return self.scaling * B[task] @ A[task]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        ids = self.task_ids
-        if ids is None:
+        routing = self.routing
+        if routing is None:
             raise MetanbError(
-                f"layer {self.name!r} has {self.num_tasks} task adapters but no task ids; run "
-                "the model inside `with use_tasks(model, task_ids):`"
+                f"layer {self.name!r} has {self.num_tasks} task adapters but no task ids; call "
+                "the model with task_ids=... or run it inside `with use_tasks(model, task_ids):`"
             )
-        n, b = x.shape[0], ids.shape[0]
+        n, b = x.shape[0], routing.size
         if n % b != 0:
             raise MetanbError(
                 f"layer {self.name!r} got a leading dimension of {n}, which is not a multiple "
-                f"of the {b} task ids set by use_tasks; pass one id per example of the batch"
+                f"of the {b} task ids; pass one id per example of the batch"
             )
-        ids = ids.to(x.device)
         A, B = self.factors()
-        A, B = A[ids], B[ids]  # (b, r, in), (b, out, r): the adapter of each example
-        # rows of one example are consecutive (repeat_interleave order), so fold them together
+        # rows of one example are consecutive (batch-first), so fold them together
         h = self.dropout(x).reshape(b, -1, self.in_features).to(A.dtype)
-        delta = torch.bmm(torch.bmm(h, A.transpose(1, 2)), B.transpose(1, 2))
+        delta = mixed_update(h, A, B, routing)
         return out.add_(delta.reshape(out.shape).to(out.dtype), alpha=self.scaling)
 
     def extra_repr(self) -> str:

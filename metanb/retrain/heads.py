@@ -7,10 +7,11 @@ classifier) for :class:`TaskHeads`, which holds T deep copies and routes each ex
 task's copy; :func:`remove_task_heads` puts a head back: the original, untouched one, so
 nothing of the retraining tasks' heads leaks into the base.
 
-Routing: the ids are set per forward by :func:`metanb.lora.use_tasks` (every module with a
-``task_ids`` attribute and ``num_tasks`` gets them), and a head sees N rows for b examples
-exactly as an adapted layer does: N = b · rows-per-example, example-major (multiple-choice and
-cross-encoder heads see b · m rows).
+Routing: the loop sets the ids on every :class:`TaskHeads` for the forward and backward of a
+step (:func:`use_task_heads`, beside :func:`metanb.lora.use_tasks` for the adapters). A head sits
+after the encoder, outside the blocks gradient checkpointing re-runs, so block scoping is
+enough. A head sees N rows for b examples exactly as an adapted layer does: N = b ·
+rows-per-example, example-major (multiple-choice and cross-encoder heads see b · m rows).
 """
 
 from __future__ import annotations
