@@ -1,4 +1,5 @@
-"""Results bookkeeping: mean ± std over seeds, paired gains, the table, the figures."""
+"""Results bookkeeping: mean ± s.e. over seeds, paired gains with intervals and tests, the
+tables, the figures' error bars, and the one-base-per-cell check."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ import pytest
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.results import (
+    check_one_base_per_cell,
     default_comparisons,
     describe_run,
     find_runs,
     format_paired,
     format_provenance,
+    format_report,
     format_sweep,
     format_table,
     gains_by_tasks,
     load_run,
-    mean_std,
     paired_differences,
     paired_gain,
     persona_pairs,
+    report_json,
+    rows_as_dicts,
     run_provenance,
     summarize,
 )
@@ -43,37 +47,45 @@ RECORDS = [
 ]
 
 
-def test_mean_std_is_the_sample_std() -> None:
-    mean, std = mean_std([0.5, 0.6, 0.7])
-    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
-    assert mean_std([0.3]) == (0.3, None)
-
-
 def test_summarize_groups_over_seeds() -> None:
     rows = summarize(RECORDS, methods=["standard", "lora-ml"])
     got = [(r.method, r.retrain_rank, r.finetune, r.n) for r in rows]
     assert got == [("standard", None, "0", 3), ("standard", None, "4", 3),
                    ("lora-ml", 2, "4", 3), ("lora-ml", 2, "head", 1), ("lora-ml", 8, "4", 1)]
     sr4 = rows[1]
-    assert sr4.mean == pytest.approx(0.64)
-    assert sr4.std == pytest.approx(math.sqrt(((0.04) ** 2 + 0.02**2 + 0.06**2) / 2))
-    assert rows[3].std is None
+    std = math.sqrt(((0.04) ** 2 + 0.02**2 + 0.06**2) / 2)  # sample std, ddof = 1
+    assert sr4.mean == pytest.approx(0.64) and sr4.std == pytest.approx(std)
+    assert sr4.se == pytest.approx(std / math.sqrt(3)) and sr4.accuracies == (0.60, 0.62, 0.70)
+    assert rows[3].std is None and rows[3].se is None and rows[3].estimate.method == "single"
+    as_json = rows_as_dicts(rows)[1]
+    assert as_json["se"] == pytest.approx(sr4.se) and as_json["seeds"] == [0, 1, 2]
+
+
+# lora-ml − standard at rank 4, seeds 0-2: +0.10, +0.18, +0.05. By hand: mean 0.11, sample
+# std √0.0043 = 0.06557, s.e. 0.03786, t(2) = 2.905, 95 % half-width 4.302653 · s.e. = 0.1629
+GAIN_SE = math.sqrt(0.0043 / 3)
 
 
 def test_paired_gain_pairs_by_seed() -> None:
     gains = paired_gain(RECORDS)
-    mean, std, n = gains["4"]
-    assert n == 3 and mean == pytest.approx(0.11)  # (0.10 + 0.18 + 0.05) / 3
-    assert std == pytest.approx(mean_std([0.10, 0.18, 0.05])[1])
     assert set(gains) == {"4"}  # SR has no head row, lora-ml r=2 has no rank-0 row
+    c = gains["4"]
+    assert c.n == 3 and c.difference.mean == pytest.approx(0.11)
+    assert c.difference.se == pytest.approx(GAIN_SE) and c.t == pytest.approx(0.11 / GAIN_SE)
+    assert c.difference.high == pytest.approx(0.11 + 4.302653 * GAIN_SE, abs=1e-6)
+    assert (c.wins, c.losses, c.p_sign) == (3, 0, 0.25)
 
 
-def test_table_shows_mean_pm_std() -> None:
+def test_table_shows_mean_pm_se_and_says_so() -> None:
     table = format_table(summarize(RECORDS, methods=["standard", "lora-ml"]))
     lines = table.splitlines()
-    assert lines[0].split() == ["method", "\\", "fine-tuning", "rank", "0", "4", "head", "seeds"]
-    assert "0.600 ± 0.100" in lines[2] and "0.640 ± 0.053" in lines[2]
-    assert "lora-ml (r=2)" in lines[3] and "0.750 ± 0.050" in lines[3] and "0.400 ± –" in lines[3]
+    assert lines[0] == "held-out accuracy, mean ± s.e. over 1–3 seeds (n = 1: no s.e.)"
+    assert lines[1].split() == ["method", "\\", "fine-tuning", "rank", "0", "4", "head", "seeds"]
+    assert "0.600 ± 0.058" in lines[3] and "0.640 ± 0.031" in lines[3]  # 0.1/√3, 0.0529/√3
+    assert lines[4].startswith("lora-ml (r=2)") and "0.750 ± 0.029" in lines[4]
+    assert "0.400 (n=1)" in lines[4] and lines[4].endswith("1–3")
+    with pytest.raises(MetanbError, match="no summary rows"):
+        format_table([])
 
 
 def write_run(folder: Path, T: int, records: list[dict]) -> None:
@@ -92,8 +104,8 @@ def test_cli_results_writes_table_and_figures(tmp_path: Path, capsys) -> None:
     write_run(tmp_path / "T8", 8, [{**r, "accuracy": r["accuracy"] / 2} for r in RECORDS])
     assert main(["results", str(tmp_path / "T4")]) == 0
     out = capsys.readouterr().out
-    assert "0.640 ± 0.053" in out and "profile quick" in out
-    assert "paired over seeds" in out and "+0.110 ± 0.066 (3/3)" in out
+    assert "0.640 ± 0.031" in out and "profile quick" in out
+    assert "accuracy differences paired by seed (3 seeds)" in out
     assert (tmp_path / "T4" / "accuracy_vs_rank.png").stat().st_size > 1000
 
     assert main(["results", str(tmp_path), "--json", "--no-plots"]) == 0
@@ -101,8 +113,9 @@ def test_cli_results_writes_table_and_figures(tmp_path: Path, capsys) -> None:
 
     payload = json.loads(capsys.readouterr().out)
     assert [run["tasks"] for run in payload["runs"]] == [4, 8]
-    assert payload["gain_vs_T"]["8"]["4"][0] == pytest.approx(0.055)
-    assert payload["runs"][0]["paired"]["lora-ml - standard"]["4"][0] == pytest.approx(0.11)
+    assert payload["gain_vs_T"]["8"]["4"]["difference"]["mean"] == pytest.approx(0.055)
+    paired = payload["runs"][0]["paired"]["lora-ml - standard"]["4"]
+    assert paired["difference"]["se"] == pytest.approx(GAIN_SE) and paired["wins"] == 3
     assert len(find_runs(tmp_path)) == 2
     assert main(["results", str(tmp_path)]) == 0
     assert (tmp_path / "gain_vs_T.png").exists()
@@ -202,16 +215,21 @@ def test_describe_run_of_a_sweep_lists_every_T(tmp_path: Path) -> None:
         describe_run([])
 
 
-def test_format_paired_shows_mean_std_and_wins() -> None:
+def test_format_paired_shows_interval_tests_and_wins() -> None:
     records = RECORDS + [rec("reptile", s, "4", 0.6 + 0.05 * s) for s in range(3)]
     table = format_paired(records, [("lora-ml", "standard"), ("lora-ml", "reptile")])
-    header, rule, row = table.splitlines()
-    assert header.split("  ")[0] == "fine-tuning" and "lora-ml − reptile" in header
-    # lora-ml − standard at rank 4: +0.10, +0.18, +0.05; − reptile: +0.10, +0.15, +0.05
-    assert row.startswith("4 ")
-    assert "+0.110 ± 0.066 (3/3)" in row and "+0.100 ± 0.050 (3/3)" in row
-    losing = format_paired(records, [("standard", "lora-ml")])
-    assert "-0.110 ± 0.066 (0/3)" in losing
+    caption, header, rule, *rows = table.splitlines()
+    assert caption == ("accuracy differences paired by seed (3 seeds): mean, 95 % t-interval, "
+                       "two-sided p of the paired t-test and of the exact sign test, wins")
+    assert header.split()[:2] == ["comparison", "fine-tuning"]
+    # − standard: 0.11 ± 4.302653 · 0.03786 = [-0.053, +0.273], t(2) = 2.905, p = 0.10;
+    # − reptile: +0.10, +0.15, +0.05: mean 0.10, s.e. 0.05/√3, interval [-0.024, +0.224]
+    assert rows[0].split() == ["lora-ml", "−", "standard", "4", "+0.110", "[-0.053,", "+0.273]",
+                               "0.1", "0.25", "3/3"]
+    assert rows[1].split()[:7] == ["lora-ml", "−", "reptile", "4", "+0.100", "[-0.024,",
+                                   "+0.224]"]
+    losing = format_paired(records, [("standard", "lora-ml")]).splitlines()[3]
+    assert losing.split()[4:] == ["-0.110", "[-0.273,", "+0.053]", "0.1", "0.25", "0/3"]
     with pytest.raises(MetanbError, match="no paired comparison"):
         format_paired(records, [("lora-ml", "nonexistent")])
 
@@ -235,11 +253,16 @@ def test_gains_by_tasks_and_the_sweep_table(tmp_path: Path) -> None:
     write_run(tmp_path / "a", 4, RECORDS)
     gains = gains_by_tasks(find_runs(tmp_path))
     assert list(gains) == [4, 8]  # sorted by T, not by folder name
-    assert gains[8]["4"][0] == pytest.approx(0.055)
+    assert gains[8]["4"].difference.mean == pytest.approx(0.055)
     lines = format_sweep(gains).splitlines()
-    assert lines[0].split() == ["T", "\\", "fine-tuning", "4"]
-    assert lines[2].split() == ["4", "+0.110", "±", "0.066"]
-    assert lines[3].split() == ["8", "+0.055", "±", "0.033"]
+    assert lines[0] == ("accuracy gain paired by seed, mean ± s.e. over 3 seeds; "
+                        "* = the 95 % t-interval excludes 0")
+    assert lines[1].split() == ["T", "\\", "fine-tuning", "4", "seeds"]
+    assert lines[3].split() == ["4", "+0.110", "±", "0.038", "3"]  # t(2) = 2.9 < 4.30: no *
+    assert lines[4].split() == ["8", "+0.055", "±", "0.019", "3"]
+    sure = {4: paired_gain([rec("standard", s, "4", 0.5) for s in range(3)]
+                           + [rec("lora-ml", s, "4", 0.7 + 0.01 * s, 2) for s in range(3)])}
+    assert format_sweep(sure).splitlines()[3].split() == ["4", "+0.210", "±", "0.006*", "3"]
     write_run(tmp_path / "c", 4, RECORDS)
     with pytest.raises(MetanbError, match="must differ in tasks.retrain"):
         gains_by_tasks(find_runs(tmp_path))
@@ -258,3 +281,112 @@ def test_short_commit_keeps_the_dirty_mark() -> None:
 
     assert short_commit("0123456789abcdef0123") == "0123456789ab"
     assert short_commit("0123456789abcdef0123-dirty", 8) == "01234567-dirty"
+
+
+def based(record: dict, loss: float, wall: float, commit: str, day: str) -> dict:
+    return {**record, "retrain_final_loss": loss, "retrain_wall_s": wall,
+            "provenance": {"git_commit": commit, "time_utc": f"2026-12-{day}T13:00:00+00:00"}}
+
+
+def test_one_base_per_cell_flags_a_cell_fine_tuned_from_two_bases() -> None:
+    records = ([based(rec("standard", 0, lab, 0.5), 0.29, 23.5, "aaa", "01") for lab in "014"]
+               + [based(rec("lora-ml", 1, "0", 0.3, 4), 0.005904, 27.224, "fec0e09e", "01")]
+               + [based(rec("lora-ml", 1, lab, 0.6, 4), 0.006181, 65.829, "dbb68bab-dirty",
+                        "02") for lab in ("1", "4", "head")])
+    assert check_one_base_per_cell(records) == [
+        "warning: cell lora-ml r=4 seed 1 mixes 2 retrained bases (re-run it): "
+        "fine-tuning 0 from a base with loss 0.005904, 27.224 s, commit fec0e09e, 2026-12-01; "
+        "fine-tuning 1,4,head from a base with loss 0.006181, 65.829 s, "
+        "commit dbb68bab-dirty, 2026-12-02"]
+    # one base, evaluated by two commits (a resumed cell that reloaded its base): fine
+    resumed = [based(rec("standard", 0, lab, 0.5), 0.29, 23.5, c, "01")
+               for lab, c in (("0", "aaa"), ("4", "bbb"))]
+    assert check_one_base_per_cell(resumed) == []
+    # different seeds or retraining ranks are different cells, not a conflict
+    assert check_one_base_per_cell([based(rec("lora-ml", 0, "0", 0.3, 4), 0.1, 1.0, "a", "01"),
+                                    based(rec("lora-ml", 0, "0", 0.3, 8), 0.2, 2.0, "a", "01"),
+                                    based(rec("lora-ml", 1, "0", 0.3, 4), 0.3, 3.0, "a", "01")]
+                                   ) == []
+
+
+def test_the_committed_quick_run_has_exactly_the_known_mixed_cell() -> None:
+    run = load_run(Path(__file__).parents[1] / "book" / "results" / "quick")
+    warnings = check_one_base_per_cell(run.records)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: cell lora-ml r=4 seed 1 mixes 2 retrained bases")
+    assert "fine-tuning 0 from a base with loss 0.00590351" in warnings[0]
+    report = format_report([run])
+    assert warnings[0] in report.splitlines()[1:3]  # right under the run's description
+    assert report_json([run])["runs"][0]["warnings"] == warnings
+
+
+def test_report_of_a_sweep_is_json_ready(tmp_path: Path) -> None:
+    import json
+
+    write_run(tmp_path / "T4", 4, RECORDS)
+    write_run(tmp_path / "T8", 8, [{**r, "accuracy": r["accuracy"] / 2} for r in RECORDS])
+    runs = find_runs(tmp_path)
+    payload = json.loads(json.dumps(report_json(runs)))
+    assert payload["gain_vs_T"]["8"]["4"]["difference"]["mean"] == pytest.approx(0.055)
+    assert payload["runs"][0]["warnings"] == []
+    text = format_report(runs)
+    assert "LoRA-ML − SR by T\naccuracy gain paired by seed" in text
+    assert text.count("held-out accuracy, mean ± s.e.") == 2
+
+
+def bar_halves(container) -> list[float]:
+    """Half-lengths of the vertical error bars of an errorbar container."""
+    segments = container.lines[2][0].get_segments()
+    return [float(seg[1][1] - seg[0][1]) / 2 for seg in segments]
+
+
+def test_error_bars_are_one_standard_error_and_the_legend_says_so() -> None:
+    import matplotlib.pyplot as plt
+
+    from metanb.plots.results import plot_accuracy_vs_rank, plot_gain_vs_tasks
+
+    rows = summarize([r for r in RECORDS if r["retrain_rank"] != 8])
+    ax = plot_accuracy_vs_rank(rows)
+    sr = next(c for c in ax.containers if c.get_label().startswith("SR"))
+    assert bar_halves(sr) == pytest.approx([0.1 / math.sqrt(3), rows[1].se])
+    assert ax.get_legend().get_title().get_text() == (
+        "mean ± s.e. over 1–3 seeds (n = 1: no s.e.)")
+    plt.close("all")
+    ax = plot_gain_vs_tasks({4: paired_gain(RECORDS), 8: paired_gain(RECORDS)})
+    assert bar_halves(ax.containers[0]) == pytest.approx([GAIN_SE, GAIN_SE])
+    assert ax.get_legend().get_title().get_text() == "paired by seed, mean ± s.e. over 3 seeds"
+    plt.close("all")
+
+
+def test_linear_bands_are_one_standard_error_over_seeds() -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from metanb.plots.linear import mean_band
+
+    _, ax = plt.subplots()
+    values = np.array([[1.0, 4.0], [3.0, 4.0], [5.0, 7.0]])
+    assert mean_band(ax, [1, 2], values, "k", "x") == 3
+    band = ax.collections[0].get_paths()[0].vertices
+    se = values.std(0, ddof=1) / math.sqrt(3)  # ddof = 1: not the population std
+    assert band[:, 1].max() == pytest.approx((values.mean(0) + se).max())
+    assert band[:, 1].min() == pytest.approx((values.mean(0) - se).min())
+    mean_band(ax, [1, 2], values[:1], "k", "one seed")
+    assert len(ax.collections) == 1  # a single seed draws its line, no band
+    plt.close("all")
+
+
+def test_cli_results_prints_the_mixed_base_warning(tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from metanb.cli import main
+
+    run = tmp_path / "quick"
+    run.mkdir()
+    for name in (CONFIG_FILE, RESULTS_FILE):
+        shutil.copyfile(Path(__file__).parents[1] / "book" / "results" / "quick" / name,
+                        run / name)
+    assert main(["results", str(run), "--no-plots"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("warning:")] == [
+        line for line in check_one_base_per_cell(load_run(run).records)]

@@ -146,44 +146,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from metanb.experiments.results import (
-        default_comparisons,
-        describe_run,
-        find_runs,
-        format_paired,
-        format_sweep,
-        format_table,
-        gains_by_tasks,
-        paired_gain,
-        rows_as_dicts,
-        summarize,
-    )
+    from metanb.experiments.results import find_runs, format_report, report_json, summarize
 
     runs = find_runs(args.dir)
-    summaries = [(run, summarize(run.records, run.config.retrain.methods)) for run in runs]
-    if args.json:
-        payload: dict[str, Any] = {"runs": [
-            {"path": str(run.path), "description": describe_run(run),
-             "tasks": run.config.tasks.retrain, "rows": rows_as_dicts(rows),
-             "paired": {f"{m} - {b}": paired_gain(run.records, m, b)
-                        for m, b in default_comparisons(run.records)}}
-            for run, rows in summaries]}
-        if len(runs) > 1:
-            payload["gain_vs_T"] = gains_by_tasks(runs)
-        print(json.dumps(payload, indent=2))
-    else:
-        for run, rows in summaries:
-            print(f"{run.path}: {describe_run(run)}")
-            print(format_table(rows))
-            comparisons = default_comparisons(run.records)
-            if comparisons:
-                print("\npaired over seeds: mean ± std (seeds where the first is ahead)")
-                print(format_paired(run.records, comparisons))
-            print()
-        if len(runs) > 1:
-            print("LoRA-ML − SR accuracy, paired over seeds (mean ± std), by T:")
-            print(format_sweep(gains_by_tasks(runs)))
+    print(json.dumps(report_json(runs), indent=2) if args.json else format_report(runs))
     if not args.no_plots:
+        summaries = [(run, summarize(run.records, run.config.retrain.methods)) for run in runs]
         for path in _write_figures(args.dir, runs, summaries):
             print(f"wrote {path}", file=sys.stderr)
     return 0

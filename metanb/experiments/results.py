@@ -1,13 +1,13 @@
-"""Reading a run folder back: records -> summary rows (mean ± std over seeds) -> table.
+"""Reading a run folder back: records -> summary rows (mean ± s.e. over seeds) -> tables.
 
 Everything here is pure bookkeeping on the JSON records written by the runner, so chapter 6
 and ``python -m metanb results DIR`` compute the same numbers from committed files without
-touching a model.
+touching a model. Every interval comes from :mod:`metanb.stats`, and every table says in its
+first line what its cells are and over how many seeds.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +17,22 @@ from typing import Any
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.runner import CONFIG_FILE, RESULTS_FILE, read_jsonl
+from metanb.stats import (
+    LEVEL,
+    Estimate,
+    PairedComparison,
+    count,
+    format_p,
+    mean_se,
+    paired,
+    percent,
+    se_label,
+)
+
+# The record fields that identify the retrained base a record was evaluated on: every record
+# of one cell must agree on them (see check_one_base_per_cell). The first two are saved with
+# the base itself, so a resumed cell that reloads its base copies them exactly.
+BASE_KEYS = ("retrain_final_loss", "retrain_wall_s", "retrain_commit", "base_sha256")
 
 
 @dataclass(frozen=True)
@@ -25,11 +41,32 @@ class SummaryRow:
 
     method: str
     retrain_rank: int | None
-    finetune: str            # "0" (no fine-tuning), a LoRA rank "4", or "head"
-    mean: float
-    std: float | None        # sample standard deviation (n - 1); None for a single seed
-    n: int                   # number of seeds
+    finetune: str                # "0" (no fine-tuning), a LoRA rank "4", or "head"
     seeds: tuple[int, ...]
+    accuracies: tuple[float, ...]  # one per seed, in the order of ``seeds``
+
+    @property
+    def estimate(self) -> Estimate:
+        """Mean ± standard error over the seeds (see :func:`metanb.stats.mean_se`)."""
+        return mean_se(self.accuracies)
+
+    @property
+    def mean(self) -> float:
+        return self.estimate.mean
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean; None for a single seed."""
+        return self.estimate.se
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (ddof = 1); None for a single seed."""
+        return self.estimate.std
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
 
     @property
     def method_label(self) -> str:
@@ -69,17 +106,6 @@ def find_runs(path: str | Path) -> list[Run]:
     return runs
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for fewer than two values)."""
-    if not values:
-        raise ValueError("no values")
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
-
-
 def finetune_order(label: str) -> tuple[int, int]:
     """Sort key for fine-tuning labels: 0, 1, 4, 8, 16, ..., then head."""
     return (1, 0) if label == "head" else (0, int(label))
@@ -87,7 +113,7 @@ def finetune_order(label: str) -> tuple[int, int]:
 
 def summarize(records: Iterable[dict[str, Any]], methods: Sequence[str] | None = None
               ) -> list[SummaryRow]:
-    """Mean ± std over seeds of each (method, retraining rank, fine-tuning) in ``records``.
+    """Accuracy over seeds of each (method, retraining rank, fine-tuning) in ``records``.
 
     Rows come ordered by method (``methods`` order if given, else first appearance), then
     retraining rank, then fine-tuning (0, ranks ascending, head).
@@ -101,8 +127,7 @@ def summarize(records: Iterable[dict[str, Any]], methods: Sequence[str] | None =
     rows = []
     for (method, rrank, label), by_seed in groups.items():
         seeds = tuple(sorted(by_seed))
-        mean, std = mean_std([by_seed[s] for s in seeds])
-        rows.append(SummaryRow(method, rrank, label, mean, std, len(seeds), seeds))
+        rows.append(SummaryRow(method, rrank, label, seeds, tuple(by_seed[s] for s in seeds)))
     rows.sort(key=lambda row: (order.index(row.method), -1 if row.retrain_rank is None
                                else row.retrain_rank, finetune_order(row.finetune)))
     return rows
@@ -129,14 +154,13 @@ def paired_differences(records: Iterable[dict[str, Any]], method: str = "lora-ml
 
 
 def paired_gain(records: Iterable[dict[str, Any]], method: str = "lora-ml",
-                baseline: str = "standard") -> dict[str, tuple[float, float | None, int]]:
-    """Per fine-tuning label: mean ± std over seeds of ``method`` minus ``baseline`` accuracy
-    (the seeds of :func:`paired_differences`), and the number of seeds."""
-    out: dict[str, tuple[float, float | None, int]] = {}
-    for label, diffs in paired_differences(records, method, baseline).items():
-        mean, std = mean_std(list(diffs.values()))
-        out[label] = (mean, std, len(diffs))
-    return out
+                baseline: str = "standard", level: float = LEVEL
+                ) -> dict[str, PairedComparison]:
+    """Per fine-tuning label: ``method`` minus ``baseline`` accuracy, paired by seed (the
+    seeds of :func:`paired_differences`), with its t-interval, paired t-test, wins and exact
+    sign and signed-rank tests (:func:`metanb.stats.paired`)."""
+    return {label: paired(list(diffs.values()), level)
+            for label, diffs in paired_differences(records, method, baseline).items()}
 
 
 def persona_pairs(records: Iterable[dict[str, Any]], label: str, method: str = "lora-ml",
@@ -209,22 +233,23 @@ def _method_order(config: ExperimentConfig) -> Any:
     return lambda m: (listed.index(m) if m in listed else len(listed), m)
 
 
-def format_cell(mean: float, std: float | None, digits: int = 3, signed: bool = False) -> str:
-    """``mean ± std`` (``–`` for a single seed); ``signed`` writes the sign of differences."""
-    sign = "+" if signed else ""
-    return f"{mean:{sign}.{digits}f} ± " + ("–" if std is None else f"{std:.{digits}f}")
-
-
 def format_table(rows: Sequence[SummaryRow], digits: int = 3) -> str:
-    """A plain-text table: one line per method, one column per fine-tuning (rank or head)."""
+    """A plain-text table: one line per method, one column per fine-tuning (rank or head),
+    each cell mean ± s.e. over seeds, under a first line that says so."""
+    if not rows:
+        raise MetanbError("no summary rows to tabulate: the run has no records yet")
     labels = sorted({r.finetune for r in rows}, key=finetune_order)
     methods = list(dict.fromkeys(r.method_label for r in rows))
-    cells = {(r.method_label, r.finetune): format_cell(r.mean, r.std, digits) for r in rows}
-    seeds = {r.method_label: r.n for r in rows}
+    cells = {(r.method_label, r.finetune): r.estimate.cell(digits) for r in rows}
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        seeds[r.method_label].add(r.n)
     header = ["method \\ fine-tuning rank"] + labels + ["seeds"]
-    body = [[m] + [cells.get((m, lab), "") for lab in labels] + [str(seeds[m])]
+    body = [[m] + [cells.get((m, lab), "") for lab in labels]
+            + [_n_range(seeds[m])]
             for m in methods]
-    return text_table(header, body)
+    caption = f"held-out accuracy, {se_label([r.n for r in rows])}"
+    return caption + "\n" + text_table(header, body)
 
 
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -238,28 +263,44 @@ def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def format_paired(records: Iterable[dict[str, Any]],
                   comparisons: Sequence[tuple[str, str]] = (("lora-ml", "standard"),),
-                  digits: int = 3) -> str:
-    """A table of paired differences: one row per fine-tuning label, one column per
-    ``(method, baseline)``; each cell is ``mean ± std (wins/seeds)``, where *wins* counts the
-    seeds in which ``method`` was strictly ahead. Comparisons with no common seed are left out.
+                  digits: int = 3, level: float = LEVEL) -> str:
+    """A table of paired differences, one row per (comparison, fine-tuning label): the mean
+    difference over seeds, its t-interval, the paired t-test's p, the exact sign test's p and
+    the wins (seeds in which the first method was strictly ahead). Comparisons with no common
+    seed are left out. The first line says what the columns are.
     """
     records = list(records)
-    columns = [(f"{m} − {b}", paired_differences(records, m, b)) for m, b in comparisons]
-    columns = [(name, diffs) for name, diffs in columns if diffs]
-    if not columns:
+    tables = [(f"{m} − {b}", paired_gain(records, m, b, level)) for m, b in comparisons]
+    tables = [(name, gains) for name, gains in tables if gains]
+    if not tables:
         raise MetanbError("no paired comparison possible: the records share no (fine-tuning, "
                           f"seed) between the methods of {list(comparisons)}")
-    labels = sorted({lab for _, diffs in columns for lab in diffs}, key=finetune_order)
+    body = []
+    for name, gains in tables:
+        for lab in sorted(gains, key=finetune_order):
+            c = gains[lab]
+            d = c.difference
+            interval = ("–" if d.low is None else
+                        f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]")
+            body.append([name, lab, f"{d.mean:+.{digits}f}", interval, format_p(c.p_t),
+                         format_p(c.p_sign), f"{c.wins}/{c.n}"])
+    ns = [c.n for _, gains in tables for c in gains.values()]
+    caption = (f"accuracy differences paired by seed ({_seed_range(ns)}): mean, "
+               f"{percent(level)} t-interval, two-sided p of the paired t-test and of the "
+               "exact sign test, wins")
+    header = ["comparison", "fine-tuning", "mean", f"{percent(level)} interval", "p (t)",
+              "p (sign)", "wins"]
+    return caption + "\n" + text_table(header, body)
 
-    def cell(by_seed: dict[int, float] | None) -> str:
-        if not by_seed:
-            return ""
-        wins = sum(d > 0 for d in by_seed.values())
-        return (format_cell(*mean_std(list(by_seed.values())), digits=digits, signed=True)
-                + f" ({wins}/{len(by_seed)})")
 
-    body = [[lab] + [cell(diffs.get(lab)) for _, diffs in columns] for lab in labels]
-    return text_table(["fine-tuning"] + [name for name, _ in columns], body)
+def _n_range(ns: Iterable[int]) -> str:
+    """``5``, or ``3–5`` when the counts differ."""
+    ns = sorted(set(ns))
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+
+
+def _seed_range(ns: Sequence[int]) -> str:
+    return count(ns[0]) if len(set(ns)) == 1 else f"{_n_range(ns)} seeds"
 
 
 def default_comparisons(records: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -271,7 +312,7 @@ def default_comparisons(records: Iterable[dict[str, Any]]) -> list[tuple[str, st
 
 
 def gains_by_tasks(runs: Sequence[Run], method: str = "lora-ml", baseline: str = "standard"
-                   ) -> dict[int, dict[str, tuple[float, float | None, int]]]:
+                   ) -> dict[int, dict[str, PairedComparison]]:
     """For the runs of a sweep over T: ``{T: paired_gain(...)}``, sorted by T."""
     Ts = [run.config.tasks.retrain for run in runs]
     if len(set(Ts)) != len(Ts):
@@ -281,15 +322,27 @@ def gains_by_tasks(runs: Sequence[Run], method: str = "lora-ml", baseline: str =
             for run in sorted(runs, key=lambda r: r.config.tasks.retrain)}
 
 
-def format_sweep(gains: dict[int, dict[str, tuple[float, float | None, int]]],
-                 digits: int = 3) -> str:
+def format_sweep(gains: dict[int, dict[str, PairedComparison]], digits: int = 3) -> str:
     """The paired gains of :func:`gains_by_tasks` as a table: one row per T, one column per
-    fine-tuning label, each cell ``mean ± std``."""
+    fine-tuning label, each cell mean ± s.e. of the paired difference, starred when its
+    t-interval excludes 0; a last column gives the seeds of each T."""
     labels = sorted({lab for g in gains.values() for lab in g}, key=finetune_order)
-    body = [[str(T)] + [format_cell(*g[lab][:2], digits=digits, signed=True) if lab in g
-                        else "" for lab in labels]
+
+    def cell(c: PairedComparison) -> str:
+        d = c.difference
+        if d.se is None:
+            return d.cell(digits, signed=True)
+        star = "*" if d.low > 0 or d.high < 0 else ""
+        return f"{d.mean:+.{digits}f} ± {d.se:.{digits}f}{star}"
+
+    body = [[str(T)] + [cell(g[lab]) if lab in g else "" for lab in labels]
+            + [_n_range([c.n for c in g.values()])]
             for T, g in sorted(gains.items())]
-    return text_table(["T \\ fine-tuning"] + labels, body)
+    comparisons = [c for g in gains.values() for c in g.values()]
+    level = percent(comparisons[0].difference.level) if comparisons else percent(LEVEL)
+    caption = (f"accuracy gain paired by seed, {se_label([c.n for c in comparisons])}; "
+               f"* = the {level} t-interval excludes 0")
+    return caption + "\n" + text_table(["T \\ fine-tuning"] + labels + ["seeds"], body)
 
 
 def short_commit(commit: str, length: int = 12) -> str:
@@ -316,7 +369,9 @@ def format_provenance(runs: Sequence[Run]) -> str:
 
 
 def rows_as_dicts(rows: Sequence[SummaryRow]) -> list[dict[str, Any]]:
-    return [{**asdict(r), "seeds": list(r.seeds)} for r in rows]
+    """Summary rows as plain JSON data, with their mean, sample std and standard error."""
+    return [{**asdict(r), "seeds": list(r.seeds), "accuracies": list(r.accuracies),
+             "mean": r.mean, "std": r.std, "se": r.se, "n": r.n} for r in rows]
 
 
 def describe_run(run: Run | Sequence[Run]) -> str:
@@ -336,3 +391,81 @@ def describe_run(run: Run | Sequence[Run]) -> str:
     return (f"profile {p['profile']} · model {p['model']} · {p['data']} · "
             f"{tasks}, n={p['n']}, m={p['m']} · device {', '.join(devices) or '?'} · "
             f"commit {', '.join(commits) or '?'}")
+
+
+# ---- one base per cell -----------------------------------------------------------------------
+
+def check_one_base_per_cell(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One warning line per cell (method, seed, retraining rank) whose records were evaluated
+    on different retrained bases, i.e. disagree on :data:`BASE_KEYS`.
+
+    A cell retrains one base and evaluates it under every fine-tuning; a resumed cell reloads
+    that base with its final loss and wall time. Records of one cell that disagree on them
+    were fine-tuned from bases trained twice, and their differences across fine-tuning mix
+    two retrainings: the cell must be re-run.
+    """
+    cells: dict[tuple[str, int, int | None], dict[tuple[Any, ...], list[dict[str, Any]]]] = (
+        defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        base = tuple(r.get(key) for key in BASE_KEYS)
+        cells[(r["method"], r["seed"], r["retrain_rank"])][base].append(r)
+    warnings = []
+    for (method, seed, rrank), bases in cells.items():
+        if len(bases) < 2:
+            continue
+        rank = "" if rrank is None else f" r={rrank}"
+        parts = [_describe_base(group) for group in
+                 sorted(bases.values(), key=lambda g: min(finetune_order(r["finetune"])
+                                                          for r in g))]
+        warnings.append(f"warning: cell {method}{rank} seed {seed} mixes {len(bases)} retrained "
+                        "bases (re-run it): " + "; ".join(parts))
+    return warnings
+
+
+def _describe_base(group: list[dict[str, Any]]) -> str:
+    labels = ",".join(sorted({r["finetune"] for r in group}, key=finetune_order))
+    loss, wall = group[0].get("retrain_final_loss"), group[0].get("retrain_wall_s")
+    prov = [r.get("provenance", {}) for r in group]
+    commits = sorted({short_commit(str(p["git_commit"]), 8) for p in prov
+                      if p.get("git_commit")})
+    days = sorted({str(p["time_utc"])[:10] for p in prov if p.get("time_utc")})
+    what = [f"loss {loss:.6g}" if isinstance(loss, float) else f"loss {loss}",
+            f"{wall:g} s" if isinstance(wall, (int, float)) else f"time {wall}",
+            "commit " + (",".join(commits) or "?"), ",".join(days) or "?"]
+    return f"fine-tuning {labels} from a base with " + ", ".join(what)
+
+
+# ---- the whole report (python -m metanb results DIR) -----------------------------------------
+
+def format_report(runs: Sequence[Run]) -> str:
+    """What ``python -m metanb results DIR`` prints: per run its description, a warning line
+    for each cell mixing retrained bases, the accuracy table and the paired differences; for
+    a sweep over T, the paired gain by T."""
+    parts = []
+    for run in runs:
+        lines = [f"{run.path}: {describe_run(run)}", *check_one_base_per_cell(run.records),
+                 format_table(summarize(run.records, run.config.retrain.methods))]
+        comparisons = default_comparisons(run.records)
+        if comparisons:
+            lines += ["", format_paired(run.records, comparisons)]
+        parts.append("\n".join(lines))
+    if len(runs) > 1:
+        parts.append("LoRA-ML − SR by T\n" + format_sweep(gains_by_tasks(runs)))
+    return "\n\n".join(parts)
+
+
+def report_json(runs: Sequence[Run]) -> dict[str, Any]:
+    """The same report as plain JSON data (``python -m metanb results DIR --json``)."""
+    payload: dict[str, Any] = {"runs": [
+        {"path": str(run.path), "description": describe_run(run),
+         "tasks": run.config.tasks.retrain,
+         "warnings": check_one_base_per_cell(run.records),
+         "rows": rows_as_dicts(summarize(run.records, run.config.retrain.methods)),
+         "paired": {f"{m} - {b}": {lab: c.as_dict() for lab, c in
+                                   paired_gain(run.records, m, b).items()}
+                    for m, b in default_comparisons(run.records)}}
+        for run in runs]}
+    if len(runs) > 1:
+        payload["gain_vs_T"] = {T: {lab: c.as_dict() for lab, c in gains.items()}
+                                for T, gains in gains_by_tasks(runs).items()}
+    return payload

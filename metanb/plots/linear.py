@@ -1,6 +1,8 @@
 """Figures of the linear-theory chapters (3 and 4), drawn from the plain data returned by
 :mod:`metanb.linear.experiments`. Each function takes that dict (and optional axes) and returns
-the Figure; lines are the mean over seeds, bands mean ± one standard deviation."""
+the Figure. Lines are the mean over seeds and bands mean ± one standard error of that mean
+(sample std / √n, :func:`metanb.stats.column_mean_se`); each legend's title says so and over
+how many seeds."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from metanb.plots.style import method_color
+from metanb.stats import column_mean_se, count, se_label
 
 TINY = 1e-18  # floor for log axes (exact zeros are printed, not plotted)
 
@@ -26,13 +29,21 @@ def _axes(axes: Axes | Sequence[Axes] | None, count: int, width: float = 6.4) ->
 
 
 def mean_band(ax: Axes, x, values: np.ndarray, color: str, label: str, log: bool = False,
-              marker: str = "o", linestyle: str = "-") -> None:
-    """Mean over seeds (rows) with a ± one-std band (clipped at TINY on log axes)."""
-    mean, std = values.mean(0), values.std(0)
-    low = np.maximum(mean - std, TINY if log else -np.inf)
+              marker: str = "o", linestyle: str = "-") -> int:
+    """Mean over seeds (rows) with a ± one-standard-error band (clipped at TINY on log axes;
+    no band for a single seed); returns the number of seeds."""
+    mean, se = column_mean_se(values)
     ax.plot(x, np.maximum(mean, TINY) if log else mean, marker=marker, ms=4, color=color,
             label=label, linestyle=linestyle)
-    ax.fill_between(x, low, mean + std, color=color, alpha=0.2, linewidth=0)
+    if se is not None:
+        low = np.maximum(mean - se, TINY if log else -np.inf)
+        ax.fill_between(x, low, mean + se, color=color, alpha=0.2, linewidth=0)
+    return len(values)
+
+
+def _legend(ax: Axes, title: str) -> None:
+    """The legend, titled with what its lines and bands are (see :func:`se_label`)."""
+    ax.legend(fontsize=8, title=title, title_fontsize=8)
 
 
 def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
@@ -40,18 +51,20 @@ def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
     (b) singular values of the shift ``sr_limit − A_star`` for each T: T k nonzero."""
     ax, bx = _axes(axes, 2, width=5.2)
     n = data["samples"]
-    mean_band(ax, n, data["dist_to_star"], method_color("sr"), r"$\|\hat A_{SR} - A^\star\|_F$",
-              log=True)
-    mean_band(ax, n, data["dist_to_limit"], "#7570b3",
-              r"$\|\hat A_{SR} - (A^\star + \frac{1}{T}\sum_t U_tU_t^\top)\|_F$", log=True)
+    seeds = [mean_band(ax, n, data["dist_to_star"], method_color("sr"),
+                       r"$\|\hat A_{SR} - A^\star\|_F$", log=True),
+             mean_band(ax, n, data["dist_to_limit"], "#7570b3",
+                       r"$\|\hat A_{SR} - (A^\star + \frac{1}{T}\sum_t U_tU_t^\top)\|_F$",
+                       log=True)]
     gap = data["predicted_gap"]
     ax.axhline(gap.mean(), color=method_color("theory"), ls="--",
                label=r"predicted $\|\frac{1}{T}\sum_t U_tU_t^\top\|_F$")
     ax.set(xscale="log", yscale="log", xlabel="retraining samples per task $n$",
            ylabel="Frobenius distance", title=f"SR converges to its limit (T = {data['tasks']})")
-    ax.legend(fontsize=8)
+    _legend(ax, se_label(seeds))
     cmap = plt.get_cmap("viridis")
     Ts = data["spectrum_tasks"]
+    runs = {len(data["spectrum"][int(T)]) for T in Ts}
     for i, T in enumerate(Ts):
         s = data["spectrum"][int(T)].mean(0)
         idx = np.arange(1, len(s) + 1)
@@ -59,7 +72,7 @@ def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
                     color=cmap(i / max(len(Ts) - 1, 1)), label=f"T = {T} (Tk = {T * data['k']})")
     bx.set(xlabel="index $i$", ylabel=r"$\sigma_i(A_{SR} - A^\star)$",
            title="rank of SR's shift = T k", ylim=(1e-17, None))
-    bx.legend(fontsize=8)
+    _legend(bx, "mean over " + " or ".join(count(r) for r in sorted(runs)))
     return ax.figure
 
 
@@ -68,9 +81,10 @@ def plot_floor_vs_samples(data: dict[str, Any], ax: Axes | None = None) -> Figur
     LoRA-ML follows σ² p / n."""
     (ax,) = _axes(ax, 1)
     m = data["samples"]
-    mean_band(ax, m, data["sr"], method_color("sr"), "SR + rank-k fine-tuning", log=True)
-    mean_band(ax, m, data["lora_ml"], method_color("lora-ml"), "LoRA-ML + rank-k fine-tuning",
-              log=True)
+    seeds = [mean_band(ax, m, data["sr"], method_color("sr"), "SR + rank-k fine-tuning",
+                       log=True),
+             mean_band(ax, m, data["lora_ml"], method_color("lora-ml"),
+                       "LoRA-ML + rank-k fine-tuning", log=True)]
     ax.axhline(data["sr_floor"].mean(), color=method_color("sr"), ls="--",
                label="SR floor (Eckart-Young, closed form)")
     ax.plot(m, data["rate"], color=method_color("theory"), ls="--",
@@ -78,7 +92,7 @@ def plot_floor_vs_samples(data: dict[str, Any], ax: Axes | None = None) -> Figur
     ax.set(xscale="log", yscale="log", xlabel="fine-tuning samples $n$ of the new task",
            ylabel=r"excess error $\|\hat A + \Delta\hat W - M_{new}\|_F^2$",
            title=f"d = {data['d']}, k = {data['k']}, T = {data['tasks']}")
-    ax.legend(fontsize=8)
+    _legend(ax, se_label(seeds))
     return ax.figure
 
 
@@ -86,13 +100,14 @@ def plot_recovery_vs_tasks(data: dict[str, Any], ax: Axes | None = None) -> Figu
     """‖Â − A_star‖/‖A_star‖ against the number of retraining tasks T."""
     (ax,) = _axes(ax, 1)
     T = data["tasks"]
-    mean_band(ax, T, data["sr"], method_color("sr"), "SR (population)", log=True)
-    mean_band(ax, T, data["lora_ml_finite"], method_color("lora-ml"),
-              f"LoRA-ML, n = {data['samples']} per task", log=True, linestyle=":")
-    mean_band(ax, T, data["lora_ml"], method_color("lora-ml"), "LoRA-ML (population)", log=True)
+    seeds = [mean_band(ax, T, data["sr"], method_color("sr"), "SR (population)", log=True),
+             mean_band(ax, T, data["lora_ml_finite"], method_color("lora-ml"),
+                       f"LoRA-ML, n = {data['samples']} per task", log=True, linestyle=":"),
+             mean_band(ax, T, data["lora_ml"], method_color("lora-ml"), "LoRA-ML (population)",
+                       log=True)]
     ax.set(yscale="log", xticks=T, xlabel="retraining tasks $T$",
            ylabel=r"$\|\hat A - A^\star\|_F / \|A^\star\|_F$", title=r"recovery of $A^\star$")
-    ax.legend(fontsize=8)
+    _legend(ax, se_label(seeds))
     return ax.figure
 
 
@@ -125,17 +140,18 @@ def plot_rate(data: dict[str, Any], ax: Axes | None = None) -> Figure:
     cmap = plt.get_cmap("viridis")
     ks = data["ks"]
     n = data["samples"]
+    seeds = []
     for i, k in enumerate(ks):
         color = cmap(i / max(len(ks) - 1, 1))
         k = int(k)
-        mean_band(ax, n, data["error"][k], color,
-                  f"k = {k}: measured (slope {data['slope'][k]:.2f})", log=True)
+        seeds.append(mean_band(ax, n, data["error"][k], color,
+                               f"k = {k}: measured (slope {data['slope'][k]:.2f})", log=True))
         ax.plot(n, data["theory"][k], ls="--", color=color,
                 label=f"k = {k}: $\\sigma^2 p/n$, p = {data['params'][k]}")
     ax.set(xscale="log", yscale="log", xlabel="fine-tuning samples $n$",
            ylabel="excess error after LoRA-ML + rank-k fine-tuning",
            title=f"the $kd/n$ rate (d = {data['d']})")
-    ax.legend(fontsize=8)
+    _legend(ax, se_label(seeds))
     return ax.figure
 
 
@@ -143,18 +159,18 @@ def plot_rank_misspecification(data: dict[str, Any], axes=None) -> Figure:
     """(a) fine-tuning floor (n = ∞) against the adapter rank r; (b) error with n samples."""
     ax, bx = _axes(axes, 2, width=5.2)
     r = data["ranks"]
-    mean_band(ax, r, data["sr_floor"], method_color("sr"), "SR base")
-    mean_band(ax, r, data["floor"], method_color("lora-ml"), "LoRA-ML base (rank r)")
+    seeds = [mean_band(ax, r, data["sr_floor"], method_color("sr"), "SR base"),
+             mean_band(ax, r, data["floor"], method_color("lora-ml"), "LoRA-ML base (rank r)")]
     ax.plot(r, data["star_floor"].mean(0), "k--", label=r"from $A^\star$: $\sum_{i>r}\lambda_i^2$")
     ax.axvline(data["k"], color="grey", lw=0.8)
     ax.set(xticks=r, xlabel="adapter rank $r$ (true $k$ marked)", ylabel="excess error",
            title="n = ∞: the floor")
-    ax.legend(fontsize=8)
-    mean_band(bx, r, data["finite"], method_color("lora-ml"), "LoRA-ML base (rank r)")
+    _legend(ax, se_label(seeds))
+    finite = mean_band(bx, r, data["finite"], method_color("lora-ml"), "LoRA-ML base (rank r)")
     bx.plot(r, data["variance"] + data["star_floor"].mean(0), "k--",
             label=r"$\sigma^2 p(r)/n$ + floor from $A^\star$")
     bx.axvline(data["k"], color="grey", lw=0.8)
     bx.set(xticks=r, xlabel="adapter rank $r$", ylabel="excess error",
            title=f"n = {data['samples']} fine-tuning samples")
-    bx.legend(fontsize=8)
+    _legend(bx, se_label([finite]))
     return ax.figure

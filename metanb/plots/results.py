@@ -1,7 +1,9 @@
 """Figures of the language-model experiment (chapters 5 and 6, ``metanb results``).
 
 Each function takes summary data from :mod:`metanb.experiments.results` and an optional
-``ax``, draws, and returns the Axes; none calls ``plt.show()``.
+``ax``, draws, and returns the Axes; none calls ``plt.show()``. Every error bar is one
+standard error of the mean over seeds (:mod:`metanb.stats`), and the legend's title says so
+and over how many seeds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from matplotlib.axes import Axes
 
 from metanb.experiments.results import SummaryRow, finetune_order
 from metanb.plots.style import method_color
+from metanb.stats import PairedComparison, se_label
 
 
 def method_label(method: str) -> str:
@@ -29,7 +32,7 @@ def _axes(ax: Axes | None) -> Axes:
 
 def plot_accuracy_vs_rank(rows: Sequence[SummaryRow], ax: Axes | None = None,
                           caption: str | None = None, chance: float | None = None) -> Axes:
-    """Accuracy (mean ± std over seeds) against fine-tuning rank, one line per method.
+    """Accuracy (mean ± s.e. over seeds) against fine-tuning rank, one line per method.
 
     Rank 0 is the retrained base without fine-tuning; ``head`` (last-layer fine-tuning) sits
     at the right as a separate point. Ranks are evenly spaced (categorical axis).
@@ -49,30 +52,31 @@ def plot_accuracy_vs_rank(rows: Sequence[SummaryRow], ax: Axes | None = None,
             label += f" (r={group[0].retrain_rank})"
         lora = [r for r in group if r.finetune != "head"]
         ax.errorbar([xpos[r.finetune] + dx for r in lora], [r.mean for r in lora],
-                    yerr=[r.std or 0.0 for r in lora], color=color, marker="o", capsize=3,
+                    yerr=[r.se or 0.0 for r in lora], color=color, marker="o", capsize=3,
                     label=label)
         for r in group:
             if r.finetune == "head":
-                ax.errorbar([xpos["head"] + dx], [r.mean], yerr=[r.std or 0.0], color=color,
+                ax.errorbar([xpos["head"] + dx], [r.mean], yerr=[r.se or 0.0], color=color,
                             marker="s", capsize=3, linestyle="none")
     if chance is not None:
         ax.axhline(chance, color="#999999", linestyle=":", label=f"chance (1/{round(1 / chance)})")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("fine-tuning LoRA rank (0 = none; head = last layer only)")
     ax.set_ylabel("held-out accuracy (hits@1)")
-    ax.legend()
+    _legend(ax, se_label([r.n for r in rows]))
     _caption(ax, caption)
     return ax
 
 
-def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, tuple[float, float | None, int]]],
+def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, PairedComparison]],
                        labels: Sequence[str] | None = None, ax: Axes | None = None,
                        caption: str | None = None) -> Axes:
-    """LoRA-ML minus SR accuracy (paired over seeds) against the number of retraining tasks T.
+    """LoRA-ML minus SR accuracy (paired by seed, mean ± s.e.) against the number of
+    retraining tasks T.
 
-    ``points[T][label] = (mean, std, n)`` as returned by
-    :func:`metanb.experiments.results.paired_gain` for the run with T tasks; one line per
-    fine-tuning label (default: every label present).
+    ``points[T][label]`` is the comparison :func:`metanb.experiments.results.paired_gain`
+    returns for the run with T tasks (:func:`~metanb.experiments.results.gains_by_tasks`);
+    one line per fine-tuning label (default: every label present).
     """
     ax = _axes(ax)
     Ts = sorted(points)
@@ -81,8 +85,8 @@ def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, tuple[float, float | No
     chosen = list(labels) if labels is not None else present
     for i, lab in enumerate(chosen):
         xs = [T for T in Ts if lab in points[T]]
-        ax.errorbar(xs, [points[T][lab][0] for T in xs],
-                    yerr=[points[T][lab][1] or 0.0 for T in xs], marker="o", capsize=3,
+        ax.errorbar(xs, [points[T][lab].difference.mean for T in xs],
+                    yerr=[points[T][lab].difference.se or 0.0 for T in xs], marker="o", capsize=3,
                     color=cmap(0.85 * i / max(len(chosen) - 1, 1)),
                     label="no fine-tuning" if lab == "0" else (
                         "last layer" if lab == "head" else f"LoRA rank {lab}"))
@@ -92,7 +96,8 @@ def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, tuple[float, float | No
     ax.set_xticks(Ts, [str(T) for T in Ts])
     ax.set_xlabel("retraining personas T")
     ax.set_ylabel("accuracy gain, LoRA-ML − SR")
-    ax.legend()
+    ns = [points[T][lab].n for lab in chosen for T in Ts if lab in points[T]]
+    _legend(ax, "paired by seed, " + se_label(ns))
     _caption(ax, caption)
     return ax
 
@@ -135,7 +140,7 @@ def plot_persona_pairs(pairs: Sequence[tuple[int, str, float, float]], ax: Axes 
 def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: str,
                            ax: Axes | None = None, caption: str | None = None,
                            chance: float | None = None) -> Axes:
-    """Accuracy (mean ± std over seeds) at one fine-tuning ``label`` against the number of
+    """Accuracy (mean ± s.e. over seeds) at one fine-tuning ``label`` against the number of
     retraining tasks T, one line per method; ``points[T]`` are the summary rows of the run
     with T tasks."""
     ax = _axes(ax)
@@ -149,7 +154,7 @@ def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: st
         xs = [T for T in Ts if T in rows]
         name = method_label(method) + (f" (r={rrank})" if method in several else "")
         ax.errorbar([T * (1 + dx) for T in xs], [rows[T].mean for T in xs],
-                    yerr=[rows[T].std or 0.0 for T in xs], color=method_color(method),
+                    yerr=[rows[T].se or 0.0 for T in xs], color=method_color(method),
                     marker="o", capsize=3, label=name)
     if chance is not None:
         ax.axhline(chance, color="#999999", linestyle=":", label=f"chance (1/{round(1 / chance)})")
@@ -159,7 +164,7 @@ def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: st
     what = "no fine-tuning" if label == "0" else (
         "last-layer fine-tuning" if label == "head" else f"rank-{label} LoRA fine-tuning")
     ax.set_ylabel(f"held-out accuracy, {what}")
-    ax.legend()
+    _legend(ax, se_label([r.n for T in Ts for r in points[T] if r.finetune == label]))
     _caption(ax, caption)
     return ax
 
@@ -190,6 +195,11 @@ def _running_mean(values: Sequence[float], window: int) -> list[float]:
         total += value - (values[i - window] if i >= window else 0.0)
         out.append(total / min(i + 1, window))
     return out
+
+
+def _legend(ax: Axes, bars: str) -> None:
+    """The legend, titled with what the error bars are (``mean ± s.e. over 5 seeds``)."""
+    ax.legend(title=bars, title_fontsize="small")
 
 
 def _caption(ax: Axes, caption: str | None, width: int = 95) -> None:
