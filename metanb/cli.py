@@ -21,6 +21,7 @@ _AREAS = (
     "metanb.data.cli",
     "metanb.experiments.cli",
     "metanb.assignments.cli",
+    "metanb.shallow_cli",
 )
 
 

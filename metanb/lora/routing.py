@@ -81,14 +81,12 @@ class TaskRouting:
     def build(cls, task_ids: torch.Tensor | Sequence[int], num_tasks: int,
               device: torch.device | None = None) -> TaskRouting:
         ids = as_task_ids(task_ids, num_tasks)
-        values = ids.tolist()
-        runs: list[tuple[int, int, int]] = []
-        for i, task in enumerate(values):
-            if runs and runs[-1][0] == task:
-                runs[-1] = (task, runs[-1][1], i + 1)
-            else:
-                runs.append((task, i, i + 1))
-        contiguous = len(runs) == len(set(values))
+        # runs of equal consecutive ids, in one call (a Python loop over ids costs ms per step)
+        tasks, counts = torch.unique_consecutive(ids.cpu(), return_counts=True)
+        ends = counts.cumsum(0).tolist()
+        starts = [0] + ends[:-1]
+        runs = list(zip(tasks.tolist(), starts, ends, strict=True))
+        contiguous = len(runs) == len({task for task, _, _ in runs})
         ids = ids.to(device) if device is not None else ids
         if not contiguous:
             return cls(ids, None, None)
