@@ -17,12 +17,13 @@ The offline generator writes this same format, so everything downstream has one 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 from metanb.data.tasks import Dialogue, Dialogues, Example, true_index
 from metanb.errors import MetanbError
+from metanb.io import atomic_write
 
 SELF_PREFIX = "your persona:"
 PARTNER_PREFIX = "partner's persona:"
@@ -257,7 +258,7 @@ def _clean(text: str, d_index: int, extra: str = "") -> str:
 
 
 def write_parlai(dialogues: Iterable[Dialogue], path: str | os.PathLike[str]) -> Path:
-    """Write ``dialogues`` as a ParlAI text file, atomically (a temporary file, then a rename).
+    """Write ``dialogues`` as a ParlAI text file, atomically (:func:`metanb.io.atomic_write`).
 
     Returns the path written. A crash midway leaves any previous file untouched.
     """
@@ -265,19 +266,12 @@ def write_parlai(dialogues: Iterable[Dialogue], path: str | os.PathLike[str]) ->
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise MetanbError(f"cannot write {path}: folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.writelines(format_parlai(dialogues))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    lines = format_parlai(dialogues)
+
+    def write(out: IO[bytes]) -> None:
+        for line in lines:  # streamed: a large corpus is never held as one string
+            out.write(line.encode("utf-8"))
+
+    return atomic_write(path, write)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
