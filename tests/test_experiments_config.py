@@ -62,6 +62,7 @@ def test_overrides_are_typed() -> None:
     ("overrides", "fragment"),
     [
         (["retrain.methods=[standard, maml]"], "unknown method 'maml'"),
+        (["retrain.methods=[last-layer-ml]"], "method 'last-layer-ml' needs retrain.task_heads"),
         (["retrain.methods=[]"], "retrain.methods is empty"),
         (["retrain.ranks=[]"], "retrain.ranks is empty"),
         (["finetune.ranks=[]", "finetune.head=false"], "nothing to fine-tune"),

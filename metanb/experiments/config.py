@@ -23,7 +23,7 @@ import yaml
 
 from metanb.errors import MetanbError
 from metanb.retrain.config import DEVICES, RetrainConfig, RetrainSettings
-from metanb.retrain.methods import METHODS
+from metanb.retrain.methods import METHODS, missing_heads
 
 DATA_SOURCES: tuple[str, ...] = ("generator", "parlai", "hf")
 
@@ -222,6 +222,10 @@ class ExperimentConfig:
             if method not in METHODS:
                 raise MetanbError(f"unknown method {method!r} in retrain.methods; "
                                   f"choose from {', '.join(METHODS)}")
+        for method in r.methods:
+            problem = missing_heads(METHODS[method], r.task_heads)
+            if problem:
+                raise MetanbError(problem.replace("task_heads", "retrain.task_heads", 1))
         problems = r.problems(prefix="retrain.")
         if problems:
             raise MetanbError(problems[0])

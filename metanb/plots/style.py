@@ -12,8 +12,9 @@ METHOD_COLORS: dict[str, str] = {
     "pretrained": "#666666",
     "theory": "#000000",
 }
-# the colour-blind-safe Dark2 palette, for registered methods that name no colour
-PALETTE = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
+# for registered methods that name no colour: the Dark2 colours no built-in method or
+# reference line takes (colour-blind-safe), then a blue
+PALETTE = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
 
 
 def method_color(method: str) -> str:

@@ -38,7 +38,7 @@ from metanb.lora import (
 from metanb.retrain.checkpoint import Checkpoint
 from metanb.retrain.config import RetrainConfig
 from metanb.retrain.heads import add_task_heads, remove_task_heads, use_task_heads
-from metanb.retrain.methods import RetrainMethod, get_method
+from metanb.retrain.methods import RetrainMethod, get_method, missing_heads
 from metanb.retrain.optim import TaskAdamW, make_optimizer
 from metanb.retrain.precision import Precision
 from metanb.retrain.streams import Batch, TaskStreams, mix_batches, step_tasks
@@ -128,9 +128,9 @@ def route_tasks(model: nn.Module, ids: torch.Tensor) -> Iterator[None]:
 def uses_heads(method: RetrainMethod, config: RetrainConfig) -> bool:
     """Whether this run copies the head per task (methods that never do ignore task_heads, so
     one grid can hold SR and last-layer-ML); one line when a method needs a head name."""
-    if method.task_heads == "required" and not config.task_heads:
-        raise MetanbError(f"method {method.name!r} needs task_heads: the name of the output "
-                          "head to copy per task (e.g. 'classifier')")
+    problem = missing_heads(method, config.task_heads)
+    if problem:
+        raise MetanbError(problem)
     return bool(config.task_heads) and method.task_heads != "never"
 
 

@@ -65,6 +65,14 @@ def get_method(name: str) -> RetrainMethod:
     return METHODS[name]
 
 
+def missing_heads(method: RetrainMethod, task_heads: str | None) -> str | None:
+    """The one-line problem when ``method`` needs per-task heads and none are named."""
+    if method.task_heads == "required" and not task_heads:
+        return (f"method {method.name!r} needs task_heads: the name of the output head to copy "
+                "per task (e.g. 'classifier')")
+    return None
+
+
 def method_names() -> list[str]:
     """Every registered method, in registration order (the order of tables and legends)."""
     return list(METHODS)
