@@ -156,6 +156,7 @@ def test_a_config_object_and_keyword_overrides_name_the_same_run(model) -> None:
     b = retrain(model, tasks(2), method="lora-ml", rank=2, steps=2, lr=1e-2, device="cpu",
                 progress=False)
     assert a.config == b.config and a.config.steps == 2 and a.config.rank == 2
+    assert retrain(model, tasks(2), config, rank=1, steps=1, progress=False).config.r == 1
     assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
     with pytest.raises(MetanbError, match="pass either rank or r, not both"):
         retrain(model, tasks(2), rank=2, r=3)

@@ -149,11 +149,7 @@ class RetrainConfig(RetrainSettings):
     def from_options(cls, **options: Any) -> RetrainConfig:
         """A config from keyword options (``rank``/``alpha``/``dropout`` accepted for ``r``,
         ``lora_alpha``, ``lora_dropout``); an unknown name is a clear error, not a TypeError."""
-        for old, new in KEYWORD_ALIASES.items():
-            if old in options:
-                if new in options:
-                    raise MetanbError(f"pass either {old} or {new}, not both")
-                options[new] = options.pop(old)
+        options = canonical_options(options)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(options) - set(names))
         if unknown:
@@ -161,6 +157,11 @@ class RetrainConfig(RetrainSettings):
                 f"unknown retraining options {unknown}; valid ones: {', '.join(names)} "
                 f"(and {', '.join(KEYWORD_ALIASES)})")
         return cls(**options)
+
+    def with_options(self, **options: Any) -> RetrainConfig:
+        """This config with some fields replaced (keywords as :meth:`from_options` takes)."""
+        return RetrainConfig.from_options(**{**dataclasses.asdict(self),
+                                             **canonical_options(options)})
 
     def identity(self) -> dict[str, Any]:
         """What a checkpoint must share to be resumed: everything but where it runs."""
@@ -179,6 +180,17 @@ class RetrainConfig(RetrainSettings):
             num_tasks=num_tasks, rank=self.r, alpha=self.alpha, dropout=self.lora_dropout,
             target_modules=self.target_modules, symmetric=self.symmetric,
             train_base=self.train_base)
+
+
+def canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword options with ``rank``/``alpha``/``dropout`` renamed to PEFT's field names."""
+    out = dict(options)
+    for old, new in KEYWORD_ALIASES.items():
+        if old in out:
+            if new in out:
+                raise MetanbError(f"pass either {old} or {new}, not both")
+            out[new] = out.pop(old)
+    return out
 
 
 def settings_from(section: Any | Mapping[str, Any]) -> dict[str, Any]:

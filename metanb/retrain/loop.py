@@ -232,10 +232,7 @@ def retrain(
     if config is None:
         config = RetrainConfig.from_options(**options)
     elif options:
-        import dataclasses
-
-        merged = {**dataclasses.asdict(config), **options}
-        config = RetrainConfig.from_options(**merged)
+        config = config.with_options(**options)
     saver = Checkpoint(Path(checkpoint), checkpoint_every) if checkpoint is not None else None
     target = model if inplace else copy.deepcopy(model)
     return run_retraining(target, list(tasks), config, saver, progress, accelerator)
