@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "writing results.jsonl and config.yaml to --out. Re-running the same "
                     "command resumes; a finished grid does no training. For several GPUs: "
                     "accelerate launch -m metanb run ...")
-    run.add_argument("experiment", choices=["convai2"], help="the experiment to run")
+    run.add_argument("experiment", help="the experiment to run (e.g. convai2; an unknown name "
+                     "lists the valid ones)")
     run.add_argument("--profile", default="quick",
                      help="preset: quick (offline CPU, default) | colab | paper")
     run.add_argument("--config", type=Path, default=None,
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="override a setting, e.g. --set retrain.steps=50 (repeatable)")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="run seeds")
     run.add_argument("--methods", nargs="+", default=None,
-                     help="retraining methods: standard lora-ml reptile")
+                     help="retraining methods by their registry names (e.g. standard lora-ml); "
+                          "an unknown name lists the valid ones")
     run.add_argument("--device", default=None, help="auto | cpu | cuda")
     run.add_argument("--threads", type=int, default=None,
                      help="CPU threads for torch (default: torch's choice; 1 is often faster "
