@@ -21,9 +21,10 @@ it is solved*:
 
 Why these and not more: they span the axes that matter for the theory (isotropic full-parameter
 inner loops vs structured low-rank ones; exact vs few-step inner solves). The shared fact behind
-the comparison: an inner loop of gradient steps on *all* parameters is rotation invariant, so its
-meta-objective is a positive multiple of SR's and its minimiser is SR's base (the book's
-proposition in chapter 9); only a low-rank inner loop singles out ``A_star``.
+the comparison: an inner loop of gradient steps on *all* parameters is rotation invariant, so in
+expectation over support sets its meta-objective is a positive multiple of SR's plus a constant,
+and its minimiser is SR's base (the proposition of chapter 9); a low-rank inner loop is what
+singles out ``A_star``.
 """
 
 from __future__ import annotations
@@ -415,12 +416,15 @@ def meta_learning_comparison(grid: MetaGrid = GRID, progress: bool = True) -> di
     way. Keys: samples, methods, labels, error {method: [seed, m]} and floor {method: [seed]}
     (population excess error ``‖B − M_new‖_F²`` at m samples and at m = ∞, averaged over
     ``grid.new_tasks`` fresh tasks), rel_error {method: [seed]} (‖Â − A*‖/‖A*‖; for ANIL and
-    ADAPTREP only the part of Â off range Φ is identified), seeds, and the grid's sizes."""
+    ADAPTREP only the part of Â off range Φ is identified), unadapted [seed] (SR's base used as
+    it is: the best single model for all tasks, the bar any adaptation must clear), seeds, and
+    the grid's sizes."""
     ms = np.array(grid.finetune_samples)
     S, J = len(grid.seeds), len(ms)
     error = {name: np.zeros((S, J)) for name in METHODS}
     floor = {name: np.zeros(S) for name in METHODS}
     rel = {name: np.zeros(S) for name in METHODS}
+    unadapted = np.zeros(S)
     for i, seed in enumerate(tqdm(grid.seeds, desc="meta-learning", disable=not progress,
                                   leave=False)):
         truth = make_ground_truth(grid.d, grid.k, grid.tasks, seed)
@@ -431,6 +435,7 @@ def meta_learning_comparison(grid: MetaGrid = GRID, progress: bool = True) -> di
             rel[name][i] = float((A - truth.A_star).norm() / truth.A_star.norm())
         for task in range(grid.new_tasks):
             M_new = sample_new_task(truth, _stream(seed, STREAM_NEW_TASK, task))[0]
+            unadapted[i] += population_excess_error(bases["sr"], M_new) / grid.new_tasks
             for name in METHODS:
                 floor[name][i] += population_excess_error(adapt[name](M_new), M_new)
             for j, n in enumerate(ms):
@@ -442,7 +447,8 @@ def meta_learning_comparison(grid: MetaGrid = GRID, progress: bool = True) -> di
         error[name] /= grid.new_tasks
         floor[name] /= grid.new_tasks
     return {"samples": ms, "methods": METHODS, "labels": LABELS, "error": error, "floor": floor,
-            "rel_error": rel, "seeds": np.array(grid.seeds), "d": grid.d, "k": grid.k,
+            "rel_error": rel, "unadapted": unadapted, "seeds": np.array(grid.seeds),
+            "d": grid.d, "k": grid.k,
             "tasks": grid.tasks, "sigma": grid.sigma, "retrain_samples": grid.retrain_samples,
             "new_tasks": grid.new_tasks, "step": grid.loop.step, "steps": grid.loop.steps,
             "penalty": grid.penalty}
