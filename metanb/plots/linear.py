@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from metanb.plots.style import method_color
+from metanb.plots.style import method_color, series_style
 from metanb.stats import column_mean_se, count, se_label
 
 TINY = 1e-18  # floor for log axes (exact zeros are printed, not plotted)
@@ -43,7 +43,7 @@ def mean_band(ax: Axes, x, values: np.ndarray, color: str, label: str, log: bool
 
 def _legend(ax: Axes, title: str) -> None:
     """The legend, titled with what its lines and bands are (see :func:`se_label`)."""
-    ax.legend(fontsize=8, title=title, title_fontsize=8)
+    ax.legend(title=title)
 
 
 def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
@@ -53,23 +53,23 @@ def plot_sr_limit(data: dict[str, Any], axes=None) -> Figure:
     n = data["samples"]
     seeds = [mean_band(ax, n, data["dist_to_star"], method_color("sr"),
                        r"$\|\hat A_{SR} - A^\star\|_F$", log=True),
-             mean_band(ax, n, data["dist_to_limit"], "#7570b3",
+             mean_band(ax, n, data["dist_to_limit"], series_style(0)["color"],
                        r"$\|\hat A_{SR} - (A^\star + \frac{1}{T}\sum_t U_tU_t^\top)\|_F$",
-                       log=True)]
+                       log=True, marker="s", linestyle="-.")]
     gap = data["predicted_gap"]
     ax.axhline(gap.mean(), color=method_color("theory"), ls="--",
                label=r"predicted $\|\frac{1}{T}\sum_t U_tU_t^\top\|_F$")
     ax.set(xscale="log", yscale="log", xlabel="retraining samples per task $n$",
            ylabel="Frobenius distance", title=f"SR converges to its limit (T = {data['tasks']})")
     _legend(ax, se_label(seeds))
-    cmap = plt.get_cmap("viridis")
     Ts = data["spectrum_tasks"]
     runs = {len(data["spectrum"][int(T)]) for T in Ts}
     for i, T in enumerate(Ts):
         s = data["spectrum"][int(T)].mean(0)
         idx = np.arange(1, len(s) + 1)
-        bx.semilogy(idx, np.maximum(s, 1e-17), marker="o", ms=4,
-                    color=cmap(i / max(len(Ts) - 1, 1)), label=f"T = {T} (Tk = {T * data['k']})")
+        bx.semilogy(idx, np.maximum(s, 1e-17), ms=4, **series_style(i),
+                    label=f"T = {T} (Tk = {T * data['k']})")
+    bx.xaxis.get_major_locator().set_params(integer=True)
     bx.set(xlabel="index $i$", ylabel=r"$\sigma_i(A_{SR} - A^\star)$",
            title="rank of SR's shift = T k", ylim=(1e-17, None))
     _legend(bx, "mean over " + " or ".join(count(r) for r in sorted(runs)))
@@ -118,34 +118,37 @@ def plot_two_task_family(data: dict[str, Any], axes=None) -> Figure:
     ax.plot(data["thetas"], data["family_rel_error"], color=method_color("theory"),
             label=r"family $A(\theta)$ (loss $= 0$)")
     ax.plot(0.0, 0.0, "*", ms=12, color=method_color("lora-ml"), label=r"$A^\star = A(0)$")
-    cmap = plt.get_cmap("tab10")
     for i, (theta, err) in enumerate(zip(data["found_theta"], data["found_rel_error"],
                                          strict=True)):
-        ax.plot(theta, err, "o", ms=8, color=cmap(i), label=f"LoRA-ML, init {data['inits'][i]}")
+        style = series_style(i)
+        ax.plot(theta, err, style["marker"], ms=8, color=style["color"],
+                label=f"LoRA-ML, init {data['inits'][i]}")
     ax.set(xlabel=r"boost angle $\theta$", ylabel=r"$\|A - A^\star\|_F / \|A^\star\|_F$",
            title="T = 2: a curve of global minima")
-    ax.legend(fontsize=8)
+    ax.legend()
     for i, hist in enumerate(data["histories"]):
-        bx.semilogy(np.maximum(np.minimum.accumulate(hist), TINY), color=cmap(i),
-                    label=f"init {data['inits'][i]}")
+        style = series_style(i)
+        bx.semilogy(np.maximum(np.minimum.accumulate(hist), TINY), color=style["color"],
+                    linestyle=style["linestyle"], label=f"init {data['inits'][i]}")
     bx.set(xlabel="function evaluation (L-BFGS)", ylabel="LoRA-ML loss (best so far)",
            title="both runs reach zero loss")
-    bx.legend(fontsize=8)
+    bx.legend()
     return ax.figure
 
 
 def plot_rate(data: dict[str, Any], ax: Axes | None = None) -> Figure:
     """Log-log excess error vs n for several k, with the σ² p / n lines and fitted slopes."""
     (ax,) = _axes(ax, 1)
-    cmap = plt.get_cmap("viridis")
     ks = data["ks"]
     n = data["samples"]
     seeds = []
     for i, k in enumerate(ks):
-        color = cmap(i / max(len(ks) - 1, 1))
+        style = series_style(i)
+        color = style["color"]
         k = int(k)
         seeds.append(mean_band(ax, n, data["error"][k], color,
-                               f"k = {k}: measured (slope {data['slope'][k]:.2f})", log=True))
+                               f"k = {k}: measured (slope {data['slope'][k]:.2f})", log=True,
+                               marker=style["marker"]))
         ax.plot(n, data["theory"][k], ls="--", color=color,
                 label=f"k = {k}: $\\sigma^2 p/n$, p = {data['params'][k]}")
     ax.set(xscale="log", yscale="log", xlabel="fine-tuning samples $n$",

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from metanb.errors import MetanbError
-from metanb.plots.style import method_color
+from metanb.plots.style import method_color, series_hatch, series_style
 
 ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
 
@@ -93,8 +93,9 @@ def plot_singular_values(
     for j, (label, values) in enumerate(data.items()):
         index = np.arange(1, values.size + 1)
         offset = (j - (len(data) - 1) / 2) * width
-        color = colors.get(label) if colors else None
-        ax.bar(index + offset, values, width=width, label=label, color=color)
+        color = (colors or {}).get(label, series_style(j)["color"])
+        ax.bar(index + offset, values, width=width, label=label, color=color,
+               hatch=series_hatch(j), edgecolor="white", linewidth=0.5)
     if mark_rank is not None:
         ax.axvline(mark_rank + 0.5, color="black", linestyle="--", linewidth=1)
         ax.annotate(
@@ -142,9 +143,11 @@ def plot_rank_fit_error(
         raise MetanbError(f"mark_rank must be a non-negative rank, got {mark_rank}")
 
     fig, ax = _axes(ax)
-    for label, values in data.items():
-        color = colors.get(label) if colors else None
-        ax.plot(rank_axis, values, marker="o", label=label, color=color)
+    for j, (label, values) in enumerate(data.items()):
+        style = series_style(j)
+        if colors and label in colors:
+            style["color"] = colors[label]
+        ax.plot(rank_axis, values, label=label, **style)
     if mark_rank is not None:
         ax.axvline(mark_rank, color="black", linestyle="--", linewidth=1)
         ax.annotate(
@@ -191,13 +194,16 @@ def plot_risk_convergence(
         raise MetanbError("relative=True needs positive population values (they divide the gap)")
 
     fig, ax = _axes(ax)
-    for label, values in data.items():
-        color = colors.get(label) if colors else None
+    for j, (label, values) in enumerate(data.items()):
+        # solid lines for the measured risks (their limits are dashed), told apart by colour
+        # and marker
+        style = series_style(j)
+        color = (colors or {}).get(label, style["color"])
         if relative:
             gap = np.abs(values - limits[label]) / limits[label]
-            ax.plot(sizes, gap, marker="o", label=label, color=color)
+            ax.plot(sizes, gap, marker=style["marker"], label=label, color=color)
         else:
-            (line,) = ax.plot(sizes, values, marker="o", label=label, color=color)
+            (line,) = ax.plot(sizes, values, marker=style["marker"], label=label, color=color)
             ax.axhline(limits[label], color=line.get_color(), linestyle="--", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("number of fresh samples $n$")

@@ -15,8 +15,11 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from metanb.experiments.results import SummaryRow, finetune_order
-from metanb.plots.style import method_color
+from metanb.plots.style import method_color, series_style
 from metanb.stats import PairedComparison, se_label
+
+# fine-tuning labels in the order they take the shared series styles
+FINETUNE_STYLE_ORDER = ("1", "4", "8", "16", "head", "0")
 
 
 def method_label(method: str) -> str:
@@ -81,13 +84,14 @@ def plot_gain_vs_tasks(points: Mapping[int, Mapping[str, PairedComparison]],
     ax = _axes(ax)
     Ts = sorted(points)
     present = sorted({lab for p in points.values() for lab in p}, key=finetune_order)
-    cmap = plt.get_cmap("viridis")
     chosen = list(labels) if labels is not None else present
-    for i, lab in enumerate(chosen):
+    for lab in chosen:
         xs = [T for T in Ts if lab in points[T]]
+        # one style per fine-tuning label, whatever else the figure shows
+        style = series_style(FINETUNE_STYLE_ORDER.index(lab) if lab in FINETUNE_STYLE_ORDER
+                             else len(FINETUNE_STYLE_ORDER))
         ax.errorbar(xs, [points[T][lab].difference.mean for T in xs],
-                    yerr=[points[T][lab].difference.se or 0.0 for T in xs], marker="o", capsize=3,
-                    color=cmap(0.85 * i / max(len(chosen) - 1, 1)),
+                    yerr=[points[T][lab].difference.se or 0.0 for T in xs], capsize=3, **style,
                     label="no fine-tuning" if lab == "0" else (
                         "last layer" if lab == "head" else f"LoRA rank {lab}"))
     ax.axhline(0.0, color="#999999", linestyle=":")

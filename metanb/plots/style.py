@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib
 
 # methods keep the same colour in every chapter: a network method's colour is its registry
@@ -15,6 +17,20 @@ METHOD_COLORS: dict[str, str] = {
 # for registered methods that name no colour: the Dark2 colours no built-in method or
 # reference line takes (colour-blind-safe), then a blue
 PALETTE = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
+
+# series that are not methods (matrices, ranks, numbers of tasks, initialisations) take these,
+# in order: colours no method uses (Okabe-Ito blue, black, grey, reddish purple, sky blue, brown),
+# each with its own marker and line style, so lines stay apart in greyscale and without colour
+SERIES_STYLES: tuple[dict[str, Any], ...] = (
+    {"color": "#0072b2", "marker": "o", "linestyle": "-"},
+    {"color": "#222222", "marker": "s", "linestyle": "--"},
+    {"color": "#888888", "marker": "^", "linestyle": "-."},
+    {"color": "#cc79a7", "marker": "D", "linestyle": ":"},
+    {"color": "#56b4e9", "marker": "v", "linestyle": (0, (5, 1, 1, 1, 1, 1))},
+    {"color": "#7f3b08", "marker": "P", "linestyle": (0, (3, 1, 1, 1))},
+)
+# bars of non-method series: the same colours, told apart by hatching too
+SERIES_HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
 
 def method_color(method: str) -> str:
@@ -31,6 +47,17 @@ def method_color(method: str) -> str:
     return METHOD_COLORS.get(name, "#444444")
 
 
+def series_style(index: int) -> dict[str, Any]:
+    """Colour, marker and line style of the ``index``-th non-method series of a figure
+    (cycling after the last), as keywords for ``Axes.plot``."""
+    return dict(SERIES_STYLES[index % len(SERIES_STYLES)])
+
+
+def series_hatch(index: int) -> str:
+    """The hatch pattern of the ``index``-th bar series (none for the first)."""
+    return SERIES_HATCHES[index % len(SERIES_HATCHES)]
+
+
 def apply_style() -> None:
     """Set matplotlib defaults used by every figure (call once per notebook)."""
     matplotlib.rcParams.update(
@@ -43,5 +70,9 @@ def apply_style() -> None:
             "axes.spines.right": False,
             "legend.frameon": False,
             "font.size": 11,
+            "legend.fontsize": 9,
+            "legend.title_fontsize": 9,
+            "axes.titlesize": 11,
+            "axes.labelsize": 11,
         }
     )
