@@ -66,3 +66,20 @@ def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
         except ImportError:
             info[name] = None
     return info
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A fingerprint of a model's weights: sha256 over every (name, dtype, shape, bytes), in
+    sorted name order, so two bases are the same model exactly when their digests agree.
+
+    The records of one grid cell carry it, which is how ``metanb results`` tells whether they
+    were all evaluated on one retrained base (a final loss can agree by chance, a digest not).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu")
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -177,3 +177,36 @@ def test_more_candidates_than_a_slot_has_values_fall_back_to_other_slots():
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(MetanbError, match=message):
         generate_persona_chat(**kwargs)
+
+
+def test_random_distractors_are_other_personas_replies_and_keep_the_dialogues():
+    """The ConvAI2-like control: same dialogues and true replies, distractors drawn from other
+    personas' replies (never one stating the speaker's own facts), and the persona-blind
+    reading of the partner's turn is no longer at chance."""
+    same = generate_persona_chat(32, 4, candidates=M, seed=3)
+    rand = generate_persona_chat(32, 4, candidates=M, seed=3, distractors="random")
+    assert rand == generate_persona_chat(32, 4, candidates=M, seed=3, distractors="random")
+    assert [(e.history, e.response) for d in same for e in d.examples] == [
+        (e.history, e.response) for d in rand for e in d.examples]
+    replies: dict[str, set] = {}
+    for d in same:
+        for ex in d.examples:
+            replies.setdefault(ex.response, set()).add(d.persona)
+    for d in rand:
+        own = set(persona_attributes(d.persona).items())
+        for ex in d.examples:
+            assert len(set(ex.candidates)) == M
+            for i, cand in enumerate(ex.candidates):
+                if i != ex.label:
+                    assert replies[cand] - {d.persona}  # another persona said it
+                    assert not attribute_values(cand) & own
+    # knowing only *what was asked* (the true reply's slot), not who answers, now picks it
+    def asked(ex: Example, c: str) -> float:
+        return len({s for s, _ in attribute_values(c)} & {s for s, _ in
+                                                         attribute_values(ex.response)})
+
+    later = [ex for d in rand for ex in d.examples[1:]]
+    assert accuracy([ex for d in same for ex in d.examples[1:]], asked) <= 1 / M + 0.05
+    assert accuracy(later, asked) >= 5 / M  # only a few of 19 random ones share its slot
+    with pytest.raises(MetanbError, match="distractors='other' must be one of same-slot, random"):
+        generate_persona_chat(2, 1, distractors="other")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.pipeline import convai2_cell
+from metanb.experiments.results import check_one_base_per_cell
 from metanb.experiments.runner import read_jsonl, run_grid
+from metanb.io import atomic_save_torch, load_torch
 
 TOY = [
     "seeds=[0]", "device=cpu", "model.name=tiny-roberta",
@@ -51,6 +54,10 @@ def test_records_of_a_toy_grid(reference: list[dict]) -> None:
         assert 0.0 <= r["accuracy"] <= 1.0
         assert r["support_examples"] >= 2 * 4 and r["query_examples"] > 0
         assert r["retrain_rank"] == (None if r["method"] == "standard" else 2)
+    digests = {m: {r["base_sha256"] for r in reference if r["method"] == m}
+               for m in ("standard", "lora-ml")}
+    assert all(len(d) == 1 and len(next(iter(d))) == 64 for d in digests.values())
+    assert digests["standard"] != digests["lora-ml"]  # one base per cell, two cells
 
 
 def test_kill_right_after_a_retraining_checkpoint(tmp_path: Path, reference, monkeypatch
@@ -138,3 +145,42 @@ def test_two_processes_under_torchrun_write_each_record_once(tmp_path: Path) -> 
     records = read_jsonl(tmp_path / "results.jsonl")
     keys = [(r["method"], r["finetune"]) for r in records]
     assert keys == [(m, f) for m in ("standard", "lora-ml") for f in ("0", "1", "head")], said
+
+
+def test_a_cell_resumed_without_its_base_is_rerun_whole_on_one_base(tmp_path: Path,
+                                                                    reference) -> None:
+    """Killed between two evaluations, then resumed from a checkout without the work folder
+    (how book/results/quick got two bases in one cell): the cell is re-run whole, and the
+    fresh retraining is bit-identical to the reference (same sha256)."""
+    def dies_after_one(cell, specs, ctx):
+        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
+            if i == 1:
+                raise Killed
+            yield result
+
+    with pytest.raises(Killed):
+        run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
+    shutil.rmtree(tmp_path / "work")
+    report = run_grid(toy(), tmp_path, progress=False)
+    assert report.cells_run == ["standard-seed0", "lora-ml-r2-seed0"]
+    records = read_jsonl(tmp_path / "results.jsonl")
+    assert check_one_base_per_cell(records) == []
+    assert stable(records) == reference
+
+
+def test_a_saved_base_that_changed_is_refused(tmp_path: Path) -> None:
+    def dies_after_one(cell, specs, ctx):
+        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
+            if i == 1:
+                raise Killed
+            yield result
+
+    with pytest.raises(Killed):
+        run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
+    path = tmp_path / "work" / "standard-seed0" / "base.pt"
+    saved = load_torch(path)
+    name = next(iter(saved["state_dict"]))
+    saved["state_dict"][name] = saved["state_dict"][name] + 1
+    atomic_save_torch(path, saved)
+    with pytest.raises(MetanbError, match=r"does not hold the base it was saved with"):
+        run_grid(toy(), tmp_path, progress=False)

@@ -309,6 +309,21 @@ def test_one_base_per_cell_flags_a_cell_fine_tuned_from_two_bases() -> None:
                                    ) == []
 
 
+def test_one_base_per_cell_compares_the_base_digest() -> None:
+    """Two retrainings can agree on loss and wall time to the digit; their sha256 cannot."""
+    def digest(record: dict, sha: str) -> dict:
+        return {**based(record, 0.25, 30.0, "abc", "01"), "base_sha256": sha}
+
+    same = [digest(rec("lora-ml", 0, lab, 0.5, 4), "a" * 64) for lab in "014"]
+    assert check_one_base_per_cell(same) == []
+    mixed = same[:1] + [digest(rec("lora-ml", 0, lab, 0.5, 4), "b" * 64) for lab in "14"]
+    assert check_one_base_per_cell(mixed) == [
+        "warning: cell lora-ml r=4 seed 0 mixes 2 retrained bases (re-run it): "
+        f"fine-tuning 0 from a base with sha256 {'a' * 12}, loss 0.25, 30 s, commit abc, "
+        f"2026-12-01; fine-tuning 1,4 from a base with sha256 {'b' * 12}, loss 0.25, 30 s, "
+        "commit abc, 2026-12-01"]
+
+
 def test_the_committed_quick_run_has_exactly_the_known_mixed_cell() -> None:
     run = load_run(Path(__file__).parents[1] / "book" / "results" / "quick")
     warnings = check_one_base_per_cell(run.records)

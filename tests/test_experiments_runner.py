@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
+from metanb.experiments.results import check_one_base_per_cell
 from metanb.experiments.runner import (
+    BASE_FILE,
     Cell,
     CellContext,
     CellResult,
@@ -43,13 +46,15 @@ class FakeCell:
         self.steps_run = 0
         self.results_given = 0
         self.cells_called: list[str] = []
+        self.retrained: list[str] = []
 
     def __call__(self, cell: Cell, specs: list[FinetuneSpec], ctx: CellContext):
         self.cells_called.append(cell.name)
-        ckpt, base = ctx.workdir / "ckpt.json", ctx.workdir / "base.json"
+        ckpt, base = ctx.workdir / "ckpt.json", ctx.workdir / BASE_FILE
         if base.exists():
-            weight = json.loads(base.read_text())["w"]
+            saved = json.loads(base.read_text())
         else:
+            self.retrained.append(cell.name)
             state = json.loads(ckpt.read_text()) if ckpt.exists() else {
                 "step": 0, "w": 0.1 * cell.seed + (0.05 if cell.method == "lora-ml" else 0.0)}
             while state["step"] < STEPS:
@@ -60,8 +65,10 @@ class FakeCell:
                     raise Killed
                 if state["step"] % EVERY == 0:
                     ckpt.write_text(json.dumps(state))
-            weight = state["w"]
-            base.write_text(json.dumps({"w": weight}))
+            # "sha256": an identity of this retraining (the fake's stand-in for a digest)
+            saved = {"w": state["w"], "sha256": f"{cell.name}/{uuid.uuid4().hex}"}
+            base.write_text(json.dumps(saved))
+        weight = saved["w"]
         for spec in specs:
             if self.results_given == self.kill_after_results:
                 raise Killed
@@ -69,7 +76,7 @@ class FakeCell:
             accs = {f"persona{i}": round((weight + 0.01 * spec.rank + 0.003 * i) % 1, 12)
                     for i in range(3)}
             yield CellResult(spec=spec, accuracy_per_persona=accs, wall_s=0.0,
-                             extra={"retrain_steps": STEPS})
+                             extra={"retrain_steps": STEPS, "base_sha256": saved["sha256"]})
 
 
 def tiny_config(**over: str) -> ExperimentConfig:
@@ -80,8 +87,10 @@ def tiny_config(**over: str) -> ExperimentConfig:
 
 
 def stable(records: list[dict]) -> list[dict]:
-    """Records without what legitimately differs between runs (timings, times, commits)."""
-    return [{k: v for k, v in r.items() if k not in ("wall_s", "provenance")} for r in records]
+    """Records without what legitimately differs between runs (timings, times, commits, and
+    the fake's identity of a retraining)."""
+    return [{k: v for k, v in r.items() if k not in ("wall_s", "provenance", "base_sha256")}
+            for r in records]
 
 
 def run(out: Path, cell, config: ExperimentConfig | None = None, keep_work: bool = False):
@@ -170,13 +179,42 @@ def test_extending_the_grid_runs_only_new_cells(tmp_path: Path) -> None:
     more = tiny_config(**{"seeds": "[0,1,2]", "finetune.ranks": "[1,4,8]"})
     cell = FakeCell()
     report = run(tmp_path, cell, more)
-    # the new rank 8 for the old cells (bases must be re-made: work was cleaned), seed 2 fully
-    assert len(report.written) == 4 * 1 + 2 * 5
+    # the old cells' bases are gone (work was cleaned), so a new rank 8 re-runs each old cell
+    # whole on one new base rather than fine-tuning rank 8 on a second base; seed 2 fully
+    assert len(report.written) == 4 * 5 + 2 * 5
     assert sorted(cell.cells_called) == sorted(c.name for c in grid_cells(more))
+    assert check_one_base_per_cell(read_jsonl(tmp_path / "results.jsonl")) == []
     assert load_config(tmp_path).seeds == [0, 1, 2]
     keys = [(r["method"], r["seed"], r["finetune"]) for r in read_jsonl(tmp_path /
                                                                          "results.jsonl")]
     assert len(keys) == len(set(keys)) == 6 * 5
+
+
+def test_a_partial_cell_whose_base_is_gone_is_rerun_whole(tmp_path: Path) -> None:
+    """The defect of book/results/quick: a cell killed between two evaluations, resumed
+    without its work folder (a fresh clone), must not fine-tune the rest on a second base."""
+    with pytest.raises(Killed):
+        run(tmp_path, FakeCell(kill_after_results=2))  # standard-seed0 has 2 of 5 records
+    (tmp_path / "work" / "standard-seed0" / BASE_FILE).unlink()
+    before = read_jsonl(tmp_path / "results.jsonl")
+    cell = FakeCell()
+    report = run(tmp_path, cell)
+    assert cell.retrained == [c.name for c in grid_cells(tiny_config())]
+    assert report.cells_run[0] == "standard-seed0" and len(report.written) == 16
+    after = read_jsonl(tmp_path / "results.jsonl")
+    assert len(after) == 16 and not any(r in after for r in before)  # old records dropped
+    assert check_one_base_per_cell(after) == []
+
+
+def test_a_partial_cell_with_its_base_resumes_on_it(tmp_path: Path) -> None:
+    with pytest.raises(Killed):
+        run(tmp_path, FakeCell(kill_after_results=2), keep_work=True)
+    before = read_jsonl(tmp_path / "results.jsonl")
+    cell = FakeCell()
+    run(tmp_path, cell)
+    assert "standard-seed0" not in cell.retrained
+    after = read_jsonl(tmp_path / "results.jsonl")
+    assert after[:2] == before and check_one_base_per_cell(after) == []
 
 
 def test_kept_work_reuses_the_retrained_base(tmp_path: Path) -> None:

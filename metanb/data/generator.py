@@ -20,6 +20,10 @@ Design (why each choice):
   Distractors never reuse a value already in the history, so nothing else leaks.
 * One persona's dialogues cover its slots in random order, so a few support dialogues reveal
   most of a new persona: that is what a per-persona LoRA adapter can learn.
+* ``distractors="random"`` is the ConvAI2-like control: the distractors are true replies drawn
+  at random from *other* personas' dialogues (as ConvAI2's 19 are random utterances), so the
+  topic of the partner's turn alone often picks the reply and a persona-blind model is no
+  longer at chance. Dialogues and true replies are the same as with ``"same-slot"``.
 
 Everything is drawn from one ``random.Random(seed)``: the same arguments give the same data on
 every platform.
@@ -239,6 +243,9 @@ class _Profile:
     values: dict[int, str]  # slot index -> value
 
 
+DISTRACTORS: tuple[str, ...] = ("same-slot", "random")
+
+
 def generate_persona_chat(
     personas: int = 32,
     dialogues_per_persona: int = 4,
@@ -246,14 +253,19 @@ def generate_persona_chat(
     seed: int = 0,
     turns: int = 4,
     followup_rate: float = 0.1,
+    distractors: str = "same-slot",
 ) -> list[Dialogue]:
     """Generate ``personas * dialogues_per_persona`` dialogues of ``turns`` examples each.
 
-    Each example has ``candidates`` candidates (the true one at a random position). Up to
-    23 candidates, every distractor answers the same question as the true reply; beyond
-    that, the extra ones talk about other slots. Deterministic for given arguments.
+    Each example has ``candidates`` candidates (the true one at a random position). With
+    ``distractors="same-slot"`` (up to 23 candidates) every distractor answers the same
+    question as the true reply; beyond that, the extra ones talk about other slots. With
+    ``"random"`` they are other personas' true replies (see the module docstring).
+    Deterministic for given arguments.
     """
     _check_arguments(personas, dialogues_per_persona, candidates, turns, followup_rate)
+    if distractors not in DISTRACTORS:
+        raise MetanbError(f"distractors={distractors!r} must be one of {', '.join(DISTRACTORS)}")
     rng = random.Random(seed)
     profiles = _draw_profiles(rng, personas)
     dialogues = []
@@ -268,7 +280,43 @@ def generate_persona_chat(
                     episode=len(dialogues),
                 )
             )
+    if distractors == "random":
+        dialogues = _random_distractors(dialogues, candidates, seed)
     return dialogues
+
+
+def _random_distractors(dialogues: list[Dialogue], candidates: int, seed: int
+                        ) -> list[Dialogue]:
+    """The same dialogues with each example's distractors replaced by true replies of other
+    personas, drawn at random; none repeats the true reply or states a fact of the speaker's
+    own persona (so the label stays right). Its own random stream: the dialogues are unchanged.
+    """
+    from metanb.seeding import derive_seed
+
+    rng = random.Random(derive_seed(seed, "generator", "random-distractors"))
+    pool = sorted({(d.persona, ex.response) for d in dialogues for ex in d.examples})
+    facts = {reply: attribute_values(reply) for _, reply in pool}
+    allowed: dict[tuple[str, ...], list[str]] = {}
+    out = []
+    for d in dialogues:
+        if d.persona not in allowed:
+            own = set(persona_attributes(d.persona).items())
+            allowed[d.persona] = sorted({reply for persona, reply in pool
+                                         if persona != d.persona and not facts[reply] & own})
+        choices = allowed[d.persona]
+        if len(choices) < candidates:
+            raise MetanbError(f"candidates={candidates} needs more other personas' replies "
+                              f"than {len(dialogues)} dialogues hold; generate more")
+        examples = []
+        for ex in d.examples:
+            drawn = rng.sample(choices, candidates)  # one spare, in case it is the true reply
+            cands = [c for c in drawn if c != ex.response][: candidates - 1]
+            label = rng.randrange(candidates)
+            cands.insert(label, ex.response)
+            examples.append(Example(ex.history, tuple(cands), label))
+        out.append(Dialogue(persona=d.persona, examples=examples, source=d.source,
+                            episode=d.episode))
+    return out
 
 
 def _check_arguments(

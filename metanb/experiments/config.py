@@ -68,6 +68,11 @@ class DataConfig:
         metadata=_help("seed of the data set itself (generator); fixed across run seeds, "
                        "which vary the persona split, initialisation and training"),
     )
+    distractors: str = field(
+        default="same-slot",
+        metadata=_help("generator: same-slot (distractors answer the same question with other "
+                       "personas' values) | random (other personas' replies, as in ConvAI2)"),
+    )
     include_persona: bool = field(
         default=False,
         metadata=_help("put the persona's profile text in the input (the paper does not: "

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig, check_persona_count
 from metanb.experiments.grid import Cell, CellContext, CellResult, FinetuneSpec
+from metanb.experiments.runner import BASE_FILE
 from metanb.io import atomic_save_torch, load_torch
+from metanb.provenance import git_commit, state_dict_sha256
 
 if TYPE_CHECKING:
     from metanb.retrain import RetrainResult
@@ -47,6 +49,7 @@ def load_dialogues(config: ExperimentConfig, generator_seed: int | None = None,
             dialogues_per_persona=d.dialogues_per_persona,
             candidates=config.tasks.candidates,
             seed=d.seed if generator_seed is None else generator_seed,
+            distractors=d.distractors,
         )
     if d.source == "parlai":
         path = data.sample_path() if d.path == "sample" else Path(d.path or "")
@@ -266,12 +269,15 @@ def convai2_cell(cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
     """
     config = ctx.config
     prep = _prepared(config, cell.seed, ctx)
-    base_path = ctx.workdir / "base.pt"
+    base_path = ctx.workdir / BASE_FILE  # the runner re-runs a partial cell that lacks it
     if base_path.exists():  # retrained before an interruption
         saved = load_torch(base_path)
         model = copy.deepcopy(prep.model)
         model.load_state_dict(saved["state_dict"])
-        info = saved["info"]
+        info = {**saved["info"], "base_sha256": state_dict_sha256(saved["state_dict"])}
+        if saved["info"].get("base_sha256", info["base_sha256"]) != info["base_sha256"]:
+            raise MetanbError(f"{base_path} does not hold the base it was saved with (sha256 "
+                              "differs); delete it to retrain that cell")
     else:
         start = time.perf_counter()
         rank = cell.retrain_rank if cell.retrain_rank is not None else config.retrain.ranks[0]
@@ -281,7 +287,9 @@ def convai2_cell(cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
         model = res.model
         losses = [h["loss"] for h in res.history]
         info = {"retrain_wall_s": round(time.perf_counter() - start, 3),
-                "retrain_final_loss": float(losses[-1]) if losses else None}
+                "retrain_final_loss": float(losses[-1]) if losses else None,
+                "retrain_commit": git_commit(),
+                "base_sha256": state_dict_sha256(model.state_dict())}
         if ctx.is_main:
             atomic_save_torch(base_path, {"state_dict": model.state_dict(), "info": info})
     model.eval()

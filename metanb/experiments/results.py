@@ -432,6 +432,8 @@ def _describe_base(group: list[dict[str, Any]]) -> str:
     what = [f"loss {loss:.6g}" if isinstance(loss, float) else f"loss {loss}",
             f"{wall:g} s" if isinstance(wall, (int, float)) else f"time {wall}",
             "commit " + (",".join(commits) or "?"), ",".join(days) or "?"]
+    if group[0].get("base_sha256"):  # records since the digest exists carry it
+        what.insert(0, f"sha256 {str(group[0]['base_sha256'])[:12]}")
     return f"fine-tuning {labels} from a base with " + ", ".join(what)
 
 

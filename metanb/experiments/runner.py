@@ -47,13 +47,17 @@ from metanb.experiments.grid import (
 from metanb.io import atomic_write_bytes, atomic_write_text
 
 # the grid's vocabulary lives in metanb.experiments.grid; re-exported for callers of old
-__all__ = ["HEAD", "NO_FINETUNE", "Cell", "CellContext", "CellFunction", "CellResult",
+__all__ = ["BASE_FILE", "HEAD", "NO_FINETUNE", "Cell", "CellContext", "CellFunction", "CellResult",
            "FinetuneSpec", "finetune_specs", "grid_cells", "plan", "read_jsonl", "record_key",
-           "run_grid"]
+           "restart_partial_cells", "run_grid"]
 
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.yaml"
 WORK_DIR = "work"
+# A cell function that saves its retrained base as work/<cell>/BASE_FILE before its first
+# evaluation may be resumed part-way; a cell with some records but no such file is re-run
+# whole (see restart_partial_cells), so all records of a cell come from one base.
+BASE_FILE = "base.pt"
 
 
 # ---- atomic JSONL ----------------------------------------------------------------------------
@@ -176,6 +180,29 @@ def plan(config: ExperimentConfig, records: Iterable[dict[str, Any]]
     return todo
 
 
+def restart_partial_cells(config: ExperimentConfig, out: Path, records: list[dict[str, Any]],
+                          write: bool = True) -> tuple[list[dict[str, Any]], list[Cell]]:
+    """Drop the records of every partly evaluated cell whose saved base is gone.
+
+    Such a cell would otherwise be retrained and its missing evaluations run on a *second*
+    base (its work folder is scratch: lost with a fresh clone, a copy of the results, or a
+    kill before the base was saved), mixing two retrainings in one cell. Its records are
+    removed from results.jsonl in one atomic rewrite so the whole cell runs again; returns the
+    remaining records and the cells restarted.
+    """
+    wanted = len(finetune_specs(config))
+    stale = [cell for cell, specs in plan(config, records) if len(specs) < wanted
+             and not (out / WORK_DIR / cell.name / BASE_FILE).exists()]
+    if not stale:
+        return records, []
+    keys = {(c.method, c.seed, c.retrain_rank) for c in stale}
+    kept = [r for r in records if (r["method"], r["seed"], r["retrain_rank"]) not in keys]
+    if write:
+        atomic_write_text(out / RESULTS_FILE,
+                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    return kept, stale
+
+
 def make_record(config: ExperimentConfig, cell: Cell, result: CellResult,
                 prov: dict[str, Any]) -> dict[str, Any]:
     """One line of results.jsonl: the numbers plus everything needed to trust them later."""
@@ -229,6 +256,10 @@ def run_grid(
         repair_jsonl(results)
     records = read_jsonl(results)
     _barrier(config.device)  # every process plans from the same records
+    records, restarted = restart_partial_cells(config, out, records, write=main)
+    if log and restarted:
+        log(f"{out}: re-running {len(restarted)} cell(s) whose saved base is gone, their old "
+            "records dropped: " + ", ".join(c.name for c in restarted))
     todo = plan(config, records)
     total = len(grid_cells(config)) * len(finetune_specs(config))
     skipped = total - sum(len(specs) for _, specs in todo)
