@@ -329,7 +329,11 @@ def finetune_head(A: Tensor, Phi: Tensor, data_or_M: DataOrMatrix) -> Tensor:
 def finetune_adaptrep(A: Tensor, Phi: Tensor, data_or_M: DataOrMatrix, penalty: float,
                       max_iter: int = 100, tol_grad: float = 1e-7) -> Tensor:
     """ADAPTREP's adaptation: minimise ``risk(A + H Vᵀ) + λ ‖H (V − Φ)ᵀ‖²`` over the head and
-    the representation from (least-squares head, ``V = Φ``). Returns ``H Vᵀ``."""
+    the representation from (least-squares head, ``V = Φ``). Returns ``H Vᵀ``.
+
+    L-BFGS is capped at ``max_iter`` steps: the problem is ill-conditioned (with m < d samples
+    it has flat directions), the cap keeps the chapter's grid fast, and the error it leaves is
+    small for m ≳ d; below that, where the solver stops is part of the method."""
     _check_penalty(penalty)
     m = _one_task(data_or_M, "finetune_adaptrep")
     H0 = least_squares_head(A, Phi, m)[None]
