@@ -63,9 +63,9 @@ def test_an_unregistered_method_is_one_line_from_the_cli(tmp_path: Path, capsys)
 
 
 def test_an_unknown_experiment_is_one_line_listing_the_known_ones(tmp_path: Path, capsys) -> None:
-    code = main(["run", "vision", "--profile", "quick", "--out", str(tmp_path / "v"),
+    code = main(["run", "speech", "--profile", "quick", "--out", str(tmp_path / "v"),
                  "--dry-run"])
     err = capsys.readouterr().err
-    assert code == 2 and err == "metanb run: error: unknown experiment 'vision'; choose from "\
-        "convai2\n"
+    assert code == 2 and err == "metanb run: error: unknown experiment 'speech'; choose from "\
+        "convai2, vision\n"
     assert not (tmp_path / "v").exists()

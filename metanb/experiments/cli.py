@@ -22,7 +22,7 @@ FIGURE_T = "gain_vs_T.png"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
-        "run", help="run (or resume) a language-model experiment grid",
+        "run", help="run (or resume) an experiment grid (convai2, vision, ...)",
         description="Run the grid methods x seeds (x retraining ranks) of an experiment, "
                     "writing results.jsonl and config.yaml to --out. Re-running the same "
                     "command resumes; a finished grid does no training. For several GPUs: "
@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="keep retraining checkpoints and bases under OUT/work when done")
     run.add_argument("--dry-run", action="store_true",
                      help="print the resolved config and the cells to run, then stop")
+    run.add_argument("--json", action="store_true",
+                     help="with --dry-run: print one JSON object (config, cells, to_run)")
     run.set_defaults(func=_run)
 
     res = subparsers.add_parser(
@@ -67,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from metanb.experiments.config import flatten, read_settings
     from metanb.experiments.profiles import load_profile
 
-    config = load_profile(args.profile)
+    config = load_profile(args.profile, args.experiment)
     if args.config is not None:
         config = config.override(flatten(read_settings(args.config)))
     flags: dict[str, Any] = {"experiment": args.experiment}
@@ -120,9 +122,17 @@ def _run(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     check_out_folder(args.out)
+    if args.json and not args.dry_run:
+        raise MetanbError("--json goes with --dry-run (a run prints its progress as text)")
     if args.dry_run:
-        print(config.to_yaml(), end="")
         todo = plan(config, read_jsonl(args.out / "results.jsonl"))
+        if args.json:
+            print(json.dumps({"config": config.to_dict(),
+                              "cells": [c.name for c in grid_cells(config)],
+                              "to_run": {cell.name: [s.label for s in specs]
+                                         for cell, specs in todo}}, indent=2))
+            return 0
+        print(config.to_yaml(), end="")
         print(f"# {len(grid_cells(config))} cells, {len(todo)} to run: "
               + ", ".join(cell.name for cell, _ in todo))
         return 0
@@ -165,7 +175,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metanb.experiments.results import describe_run, gains_by_tasks
+    from metanb.experiments.results import describe_run, experiment_setup, gains_by_tasks
     from metanb.plots.results import plot_accuracy_vs_rank, plot_gain_vs_tasks
     from metanb.plots.style import apply_style
 
@@ -174,7 +184,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
     for run, rows in summaries:
         fig, ax = plt.subplots()
         plot_accuracy_vs_rank(rows, ax=ax, caption=describe_run(run),
-                              chance=1.0 / run.config.tasks.candidates)
+                              chance=1.0 / experiment_setup(run.config, run.records)["m"])
         written.append(_save_png(fig, run.path / FIGURE_RANK))
     if len(runs) > 1:
         fig, ax = plt.subplots()

@@ -2,10 +2,11 @@
 
 A *cell* is one retraining run, ``(method, seed, retraining rank)``; it produces one base model
 that is evaluated under each :class:`FinetuneSpec` (rank 0 = as is, LoRA at a rank, or the last
-layer). An *experiment* (``convai2``; ``vision`` next) is one module that supplies a cell
-function: ``cell_fn(cell, specs, ctx)`` yields one :class:`CellResult` per spec. The runner
+layer). An *experiment* (``convai2``, ``vision``) is one module that supplies a config class
+(:class:`metanb.experiments.schema.Settings`' interface), profiles and a cell function:
+``cell_fn(cell, specs, ctx)`` yields one :class:`CellResult` per spec. The runner
 (:mod:`metanb.experiments.runner`) knows only these types, so adding an experiment is one new
-module plus one line in :data:`EXPERIMENTS`.
+module, its profile YAMLs, and one entry in :data:`EXPERIMENTS`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,51 @@ from metanb.retrain.methods import get_method
 if TYPE_CHECKING:
     from metanb.experiments.config import ExperimentConfig
 
-# experiment name -> "module:cell function" (imported only when that experiment runs)
-EXPERIMENTS: dict[str, str] = {
-    "convai2": "metanb.experiments.pipeline:convai2_cell",
+@dataclass(frozen=True)
+class Experiment:
+    """Where an experiment lives, as import paths (imported only when that experiment runs)."""
+
+    cell: str      # "module:function", its cell function
+    config: str    # "module:class", its root config (metanb.experiments.schema's interface)
+    profiles: str  # the folder of its profile YAMLs, inside metanb/experiments/
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "convai2": Experiment("metanb.experiments.pipeline:convai2_cell",
+                          "metanb.experiments.config:ExperimentConfig", "profiles"),
+    "vision": Experiment("metanb.experiments.vision:vision_cell",
+                         "metanb.experiments.vision:VisionConfig", "profiles/vision"),
 }
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise MetanbError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def experiment_cell(name: str) -> CellFunction:
     """The cell function of experiment ``name``."""
-    if name not in EXPERIMENTS:
-        raise MetanbError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
-    module, _, attr = EXPERIMENTS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return _resolve(get_experiment(name).cell)
+
+
+def config_class(name: str) -> Any:
+    """The root config class of experiment ``name``."""
+    return _resolve(get_experiment(name).config)
+
+
+def load_experiment_config(path: str | Path) -> Any:
+    """A run's config file, read by the class of the experiment it names (convai2 if none)."""
+    from metanb.experiments.config import read_settings
+
+    raw = read_settings(path)
+    name = raw.get("experiment", "convai2")
+    return config_class(str(name)).from_dict(raw)
 
 
 # ---- cells and specs ---------------------------------------------------------------------

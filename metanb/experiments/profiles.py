@@ -3,37 +3,51 @@
 ``quick`` runs offline on a CPU in minutes (tiny RoBERTa + generated personas), ``colab`` is a
 real reproduction on one free-tier GPU (``roberta-base`` + ConvAI2 from the Hub), ``paper`` is
 the paper's scale. The YAML files live in ``metanb/experiments/profiles/`` (package data) and
-hold only what differs from the dataclass defaults.
+hold only what differs from the dataclass defaults; another experiment's profiles live in its
+own folder (``profiles/vision/``, see :data:`metanb.experiments.grid.EXPERIMENTS`).
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import yaml
 
 from metanb.errors import MetanbError
-from metanb.experiments.config import ExperimentConfig
 
 PROFILE_PACKAGE = "metanb.experiments"
 
 
-def profile_names() -> list[str]:
-    """The shipped profiles, e.g. ``['colab', 'paper', 'quick']``."""
-    folder = resources.files(PROFILE_PACKAGE).joinpath("profiles")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def _profile_folder(experiment: str) -> Any:
+    from metanb.experiments.grid import get_experiment
+
+    folder = resources.files(PROFILE_PACKAGE)
+    for part in get_experiment(experiment).profiles.split("/"):
+        folder = folder.joinpath(part)
+    return folder
 
 
-def load_profile(name: str) -> ExperimentConfig:
-    """The config of a shipped profile (validated), ``profile`` field set to its name."""
-    names = profile_names()
+def profile_names(experiment: str = "convai2") -> list[str]:
+    """The shipped profiles of an experiment, e.g. ``['colab', 'paper', 'quick']``."""
+    return sorted(p.name[:-5] for p in _profile_folder(experiment).iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_profile(name: str, experiment: str = "convai2") -> Any:
+    """The config of a shipped profile of ``experiment`` (validated), ``profile`` set to its
+    name; convai2's are :class:`ExperimentConfig`, another experiment's its own config class."""
+    from metanb.experiments.grid import config_class
+
+    names = profile_names(experiment)
     if name not in names:
-        raise MetanbError(f"unknown profile {name!r}; choose from {', '.join(names)}")
-    text = resources.files(PROFILE_PACKAGE).joinpath("profiles").joinpath(f"{name}.yaml").read_text(
-        encoding="utf-8")
+        raise MetanbError(f"unknown profile {name!r} of {experiment}; choose from "
+                          f"{', '.join(names)}")
+    text = _profile_folder(experiment).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text) or {}
     raw["profile"] = name
-    return ExperimentConfig.from_dict(raw).validate()
+    raw.setdefault("experiment", experiment)
+    return config_class(experiment).from_dict(raw).validate()
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

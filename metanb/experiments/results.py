@@ -16,6 +16,7 @@ from typing import Any
 
 from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
+from metanb.experiments.grid import load_experiment_config
 from metanb.experiments.runner import CONFIG_FILE, RESULTS_FILE, read_jsonl
 from metanb.stats import (
     LEVEL,
@@ -89,7 +90,7 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / RESULTS_FILE).is_file():
         raise MetanbError(f"{path} holds no {RESULTS_FILE}; give the --out folder of a run")
-    config = ExperimentConfig.load(path / CONFIG_FILE)
+    config = load_experiment_config(path / CONFIG_FILE)
     return Run(path=path, config=config, records=read_jsonl(path / RESULTS_FILE))
 
 
@@ -200,20 +201,12 @@ def run_provenance(run: Run) -> dict[str, Any]:
     def values(key: str) -> list[str]:
         return sorted({str(p[key]) for p in prov if p.get(key) is not None})
 
-    data = {
-        "generator": f"generated personas (data seed {c.data.seed})",
-        "parlai": f"ParlAI file {c.data.path}",
-        "hf": f"{c.data.hf_name} ({c.data.hf_split})",
-    }[c.data.source]
     times = values("time_utc")
     retrain_s = sum(r.get("retrain_wall_s") or 0.0 for r in records if r["finetune"] == "0")
     return {
         "path": str(run.path),
         "profile": c.profile or "custom",
-        "model": c.model.name,
-        "data": data,
-        "T": c.tasks.retrain, "heldout": c.tasks.heldout, "n": c.tasks.support,
-        "m": c.tasks.candidates,
+        **experiment_setup(c, records),
         "methods": sorted({r["method"] for r in records}, key=_method_order(c)),
         "seeds": sorted({r["seed"] for r in records}),
         "evaluations": len(records),
@@ -226,6 +219,22 @@ def run_provenance(run: Run) -> dict[str, Any]:
         "compute_hours": round((retrain_s + sum(r.get("wall_s", 0.0) for r in records))
                                / 3600, 2),
     }
+
+
+def experiment_setup(config: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """model, data, T, heldout, n, m of a run: the config's own ``setup_summary`` if it has
+    one (an experiment other than convai2), else convai2's."""
+    own = getattr(config, "setup_summary", None)
+    if own is not None:
+        return own(records)
+    c = config
+    data = {
+        "generator": f"generated personas (data seed {c.data.seed})",
+        "parlai": f"ParlAI file {c.data.path}",
+        "hf": f"{c.data.hf_name} ({c.data.hf_split})",
+    }[c.data.source]
+    return {"model": c.model.name, "data": data, "T": c.tasks.retrain,
+            "heldout": c.tasks.heldout, "n": c.tasks.support, "m": c.tasks.candidates}
 
 
 def _method_order(config: ExperimentConfig) -> Any:
@@ -460,7 +469,7 @@ def report_json(runs: Sequence[Run]) -> dict[str, Any]:
     """The same report as plain JSON data (``python -m metanb results DIR --json``)."""
     payload: dict[str, Any] = {"runs": [
         {"path": str(run.path), "description": describe_run(run),
-         "tasks": run.config.tasks.retrain,
+         "tasks": experiment_setup(run.config, run.records)["T"],
          "warnings": check_one_base_per_cell(run.records),
          "rows": rows_as_dicts(summarize(run.records, run.config.retrain.methods)),
          "paired": {f"{m} - {b}": {lab: c.as_dict() for lab, c in

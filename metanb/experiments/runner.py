@@ -42,6 +42,7 @@ from metanb.experiments.grid import (
     experiment_cell,
     finetune_specs,
     grid_cells,
+    load_experiment_config,
     record_key,
 )
 from metanb.io import atomic_write_bytes, atomic_write_text
@@ -131,7 +132,10 @@ def prepare_run_dir(config: ExperimentConfig, out: Path, write: bool = True) -> 
     """
     path = out / CONFIG_FILE
     if path.exists():
-        old = ExperimentConfig.load(path)
+        old = load_experiment_config(path)
+        if old.experiment != config.experiment:
+            raise MetanbError(f"{out} holds a run of experiment {old.experiment!r}, not "
+                              f"{config.experiment!r}; use another --out")
         changes = diff(old.fingerprint(), config.fingerprint())
         if changes:
             more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
@@ -301,6 +305,6 @@ def run_grid(
 
 
 def load_config(out: str | Path) -> ExperimentConfig:
-    """The config.yaml of a run folder."""
-    return ExperimentConfig.load(Path(out) / CONFIG_FILE)
+    """The config.yaml of a run folder, read by its experiment's config class."""
+    return load_experiment_config(Path(out) / CONFIG_FILE)
 

@@ -1,11 +1,11 @@
 """One cell of the vision grid: retrain an MLP-Mixer with a method, fine-tune on the unseen pair.
 
-The runner (``python -m metanb run vision``) calls :func:`run_vision_cell` once per (method,
-seed, fine-tuning) and stores what it returns; everything here goes through the package's one
-loop (:func:`metanb.retrain.retrain`) and :mod:`metanb.finetune`. What differs from the
-official code, on purpose: AdamW with linear warmup/decay (the loop's) for its Adam + cosine;
-Reptile's outer step is the loop's interpolation (correct sign) with AdamW inner steps; biases
-are kept everywhere.
+:func:`retrain_vision` retrains once, :func:`finetune_vision` adapts the result to the unseen
+pair; the grid (:mod:`metanb.experiments.vision`) calls both, :func:`run_vision_cell` is the
+two in one call. Everything goes through the package's one loop (:func:`metanb.retrain.retrain`)
+and :mod:`metanb.finetune`. What differs from the official code, on purpose: AdamW with linear
+warmup/decay (the loop's) for its Adam + cosine; Reptile's outer step is the loop's
+interpolation (correct sign) with AdamW inner steps; biases are kept everywhere.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from metanb.data.images import ImageSet
 from metanb.errors import MetanbError
 from metanb.vision.mixer import ALL_LINEAR, HEAD, MixerConfig, MLPMixer
-from metanb.vision.tasks import get_dataset, make_tasks
+from metanb.vision.tasks import VisionTasks, get_dataset, make_tasks
 
 FINETUNES = ("lora", "head")
 
@@ -59,57 +60,89 @@ def retrain_options(method: str, settings: VisionSettings) -> dict[str, Any]:
     return common | extra[method]
 
 
-def run_vision_cell(method: str, seed: int, settings: VisionSettings,
-                    data: tuple[ImageSet, ImageSet], finetune: str = "lora",
-                    checkpoint: str | Path | None = None, device: str | None = None,
-                    progress: bool = False) -> dict[str, Any]:
-    """Retrain a fresh Mixer (initialised from ``seed``) on the four retraining pairs, fine-tune
-    it on the unseen pair's training images, return its accuracy on their test images.
+def vision_tasks(seed: int, settings: VisionSettings, data: tuple[ImageSet, ImageSet]
+                 ) -> VisionTasks:
+    """The retraining pairs, the unseen pair and its test images of one seed."""
+    return make_tasks(*data, batch_size=settings.batch_size,
+                      retrain_epochs=settings.retrain_epochs,
+                      finetune_epochs=settings.finetune_epochs, seed=seed,
+                      augment=get_dataset(settings.dataset).augment)
 
-    ``data`` is the (train, test) split of ``settings.dataset`` (loaded once by the caller).
-    Keys: method, seed, finetune, accuracy, the retraining pairs' accuracy before fine-tuning
-    (pretrained_accuracy, the unseen pair), retrain_loss, retrain_steps, finetune_steps,
-    retrain_seconds, finetune_seconds.
+
+def retrain_vision(method: str, seed: int, settings: VisionSettings, tasks: VisionTasks,
+                   checkpoint: str | Path | None = None, device: str | None = None,
+                   progress: bool = False, checkpoint_every: int = 50
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh Mixer (initialised from ``seed``) retrained on the four retraining pairs, and
+    what describes it: retrain_steps, retrain_final_loss, retrain_wall_s.
+
+    Every task is seen ``retrain_epochs`` times; Reptile, whose one step is ``inner_steps``
+    updates of one task, gets ``inner_steps`` times fewer steps (the same updates per task).
     """
-    from metanb.finetune import evaluate_accuracy, finetune_head, finetune_lora
-    from metanb.lora import linear_module_names
     from metanb.retrain import retrain
 
-    if finetune not in FINETUNES:
-        raise MetanbError(f"unknown fine-tuning {finetune!r}; choose from {', '.join(FINETUNES)}")
-    dataset = get_dataset(settings.dataset)
-    tasks = make_tasks(*data, batch_size=settings.batch_size,
-                       retrain_epochs=settings.retrain_epochs,
-                       finetune_epochs=settings.finetune_epochs, seed=seed,
-                       augment=dataset.augment)
     options = retrain_options(method, settings)
-    steps = max(len(t) for t in tasks.retrain)  # every task seen retrain_epochs times
+    steps = max(len(t) for t in tasks.retrain)
     if method == "reptile":
-        steps = max(1, steps // settings.inner_steps)  # the same number of updates per task
+        steps = max(1, steps // settings.inner_steps)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLPMixer(settings.mixer())
     began = time.perf_counter()
     res = retrain(model, tasks.retrain, method=method, steps=steps, seed=seed, device=device,
-                  checkpoint=checkpoint, progress=progress, inplace=True, **options)
-    retrained, retrain_seconds = res.model, time.perf_counter() - began
-    ft_steps = len(tasks.finetune)
-    ft = {"steps": ft_steps, "lr": settings.finetune_lr, "seed": seed, "progress": progress,
-          "weight_decay": settings.weight_decay, "device": device,
+                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                  inplace=True, **options)
+    info = {"retrain_steps": steps, "retrain_final_loss": float(res.history[-1]["loss"]),
+            "retrain_wall_s": round(time.perf_counter() - began, 3)}
+    return res.model, info
+
+
+def finetune_vision(model: nn.Module, finetune: str, seed: int, settings: VisionSettings,
+                    tasks: VisionTasks, device: str | None = None, progress: bool = False
+                    ) -> nn.Module:
+    """A copy of ``model`` fitted on the unseen pair: a fresh rank-``settings.rank`` LoRA on
+    every Linear (``lora``) or its output layer alone (``head``); the base is frozen."""
+    from metanb.finetune import finetune_head, finetune_lora
+    from metanb.lora import linear_module_names
+
+    if finetune not in FINETUNES:
+        raise MetanbError(f"unknown fine-tuning {finetune!r}; choose from {', '.join(FINETUNES)}")
+    ft = {"steps": len(tasks.finetune), "lr": settings.finetune_lr, "seed": seed,
+          "progress": progress, "weight_decay": settings.weight_decay, "device": device,
           "mixed_precision": settings.mixed_precision}
-    began = time.perf_counter()
     if finetune == "lora":
         # PEFT reads a regex as matching containers too: name every Linear exactly
-        tuned = finetune_lora(retrained, tasks.finetune, rank=settings.rank,
-                              target_modules=linear_module_names(retrained),
-                              alpha=float(settings.rank), **ft)
-    else:
-        tuned = finetune_head(retrained, tasks.finetune, head=HEAD, **ft)
+        return finetune_lora(model, tasks.finetune, rank=settings.rank,
+                             target_modules=linear_module_names(model),
+                             alpha=float(settings.rank), **ft)
+    return finetune_head(model, tasks.finetune, head=HEAD, **ft)
+
+
+def run_vision_cell(method: str, seed: int, settings: VisionSettings,
+                    data: tuple[ImageSet, ImageSet], finetune: str = "lora",
+                    checkpoint: str | Path | None = None, device: str | None = None,
+                    progress: bool = False) -> dict[str, Any]:
+    """Retrain, fine-tune on the unseen pair's training images, score on its test images.
+
+    ``data`` is the (train, test) split of ``settings.dataset`` (loaded once by the caller).
+    Keys: method, seed, finetune, accuracy, pretrained_accuracy (the retrained model on the
+    unseen pair, before fine-tuning), retrain_loss, retrain_steps, finetune_steps,
+    retrain_seconds, finetune_seconds. The grid (``python -m metanb run vision``) runs the
+    same two steps, retraining once per cell for every fine-tuning.
+    """
+    from metanb.finetune import evaluate_accuracy
+
+    if finetune not in FINETUNES:
+        raise MetanbError(f"unknown fine-tuning {finetune!r}; choose from {', '.join(FINETUNES)}")
+    tasks = vision_tasks(seed, settings, data)
+    retrained, info = retrain_vision(method, seed, settings, tasks, checkpoint, device, progress)
+    began = time.perf_counter()
+    tuned = finetune_vision(retrained, finetune, seed, settings, tasks, device, progress)
     return {
         "method": method, "seed": seed, "finetune": finetune,
         "accuracy": evaluate_accuracy(tuned, tasks.test),
         "pretrained_accuracy": evaluate_accuracy(retrained, tasks.test),
-        "retrain_loss": res.history[-1]["loss"], "retrain_steps": steps,
-        "finetune_steps": ft_steps, "retrain_seconds": retrain_seconds,
+        "retrain_loss": info["retrain_final_loss"], "retrain_steps": info["retrain_steps"],
+        "finetune_steps": len(tasks.finetune), "retrain_seconds": info["retrain_wall_s"],
         "finetune_seconds": time.perf_counter() - began,
     }
