@@ -265,6 +265,9 @@ def test_comparison_shapes_floors_and_determinism():
     A_sr = standard_retraining(retrain)
     rel = float((A_sr - truth.A_star).norm() / truth.A_star.norm())
     assert out["rel_error"]["sr"][0] == pytest.approx(rel, rel=1e-12)
+    # SR's base used as it is, the reference line: worse than adapting it with a LoRA adapter
+    assert out["unadapted"].shape == (2,)
+    assert (out["unadapted"] > out["floor"]["sr"]).all()
     # SR keeps a floor; with 3000 fine-tuning samples its error is near it
     assert out["floor"]["sr"].min() > 0
     assert out["error"]["sr"][:, 1].mean() == pytest.approx(out["floor"]["sr"].mean(), rel=0.5)
