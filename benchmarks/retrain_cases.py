@@ -1,10 +1,16 @@
 """What the retraining benchmarks run: the models (cases), their task sets, the ways to train.
 
-Two cases, both tiny random models (no download):
+Three cases, all random models (no download):
 
-- ``roberta-mc``: ``RobertaForMultipleChoice``, adapters on ``query``/``value``, as in the book;
-- ``causal-lm``: a GPT-2 LM, adapters on its fused ``c_attn`` (a ``Conv1D``), or a Llama LM
-  (``q_proj``/``v_proj``, plain ``nn.Linear``) when ``add_multi_lora`` refuses ``Conv1D``.
+- ``roberta-mc``: a tiny ``RobertaForMultipleChoice``, adapters on ``query``/``value``, as in
+  the book;
+- ``causal-lm``: a tiny GPT-2 LM, adapters on its fused ``c_attn`` (a ``Conv1D``), or a Llama LM
+  (``q_proj``/``v_proj``, plain ``nn.Linear``) when ``add_multi_lora`` refuses ``Conv1D``;
+- ``roberta-base-width``: ``RobertaForMultipleChoice`` with roberta-base's layer sizes (hidden
+  768, intermediate 3072, 12 heads) but 2 layers, sequences of 64, adapters on
+  ``query``/``value``: the realistic ratio of adapter to base work, which the width-64 cases
+  (where a rank-8 adapter is 1/8 of its layer's width) overstate. Fixed sizes whatever
+  ``--quick`` says, at most :data:`WIDE_STEPS` steps a run, no memory rows (seconds a step).
 
 Four ways to take one retraining *step* (T task batches, one per task; throughput counts
 examples, so the step size does not matter):
@@ -64,6 +70,8 @@ class Case:
     fan_in_fan_out: bool  # PEFT's flag for GPT-2's Conv1D
     make_tasks: Callable[[int], list[list[Batch]]]  # T -> one list of batches per task
     note: str = ""
+    max_steps: int | None = None  # cap on the steps of one timed run (a slow case)
+    memory: bool = True  # measured in the peak-memory table
 
 
 def quiet_transformers() -> None:
@@ -83,6 +91,26 @@ def roberta_case(sizes: Sizes) -> Case:
                                                sizes.length, seed=t) for t in range(T)]
 
     return Case("roberta-mc", model, ("query", "value"), False, make_tasks)
+
+
+WIDE = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+            num_hidden_layers=2)  # roberta-base's widths, 2 of its 12 layers
+WIDE_SIZES = dict(per_task=1, choices=2, length=64)
+WIDE_STEPS = 6
+
+
+def roberta_base_width_case(sizes: Sizes) -> Case:
+    model = tiny_roberta(VOCAB, seed=0, **WIDE)
+
+    def make_tasks(T: int) -> list[list[Batch]]:
+        return [random_multiple_choice_batches(VOCAB, 2, WIDE_SIZES["per_task"],
+                                               WIDE_SIZES["choices"], WIDE_SIZES["length"],
+                                               seed=t) for t in range(T)]
+
+    note = (f"roberta-base widths ({WIDE}), sequences of {WIDE_SIZES['length']}, "
+            f"{WIDE_SIZES['choices']} choices, {WIDE_SIZES['per_task']} example per task batch")
+    return Case("roberta-base-width", model, ("query", "value"), False, make_tasks, note,
+                max_steps=WIDE_STEPS, memory=False)
 
 
 def lm_batches(batches: int, batch_size: int, length: int, seed: int) -> list[Batch]:
@@ -130,7 +158,8 @@ def causal_lm_case(sizes: Sizes) -> Case:
 
 
 CASES: dict[str, Callable[[Sizes], Case]] = {"roberta-mc": roberta_case,
-                                             "causal-lm": causal_lm_case}
+                                             "causal-lm": causal_lm_case,
+                                             "roberta-base-width": roberta_base_width_case}
 
 
 def run_way(way: str, case: Case, tasks: list[list[Batch]], steps: int, rank: int,

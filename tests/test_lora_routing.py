@@ -157,10 +157,12 @@ def reference(layer: MultiLoraLinear, x: torch.Tensor, ids: torch.Tensor) -> tor
 
 @pytest.mark.parametrize("ids", [
     [2, 2, 0, 0, 1, 1],  # contiguous, equal runs: one batched matmul
+    [1, 1, 2, 2, 3, 3],  # consecutive tasks: the batched matmul on a view of the adapters
+    [0, 0, 1, 1, 2, 2],  # tasks 0..2 of 4, in order: a view too (task 3 absent)
     [3, 0, 0, 0, 2, 2],  # contiguous, unequal runs: one matmul pair per run
     [1, 1, 1, 1, 1, 1],  # one task
     [0, 2, 1, 2, 0, 3],  # any order: one adapter copy per example
-], ids=["equal-runs", "unequal-runs", "one-task", "shuffled"])
+], ids=["equal-runs", "consecutive", "first-three", "unequal-runs", "one-task", "shuffled"])
 def test_every_path_of_the_mixed_forward_equals_the_per_example_reference(ids):
     torch.manual_seed(0)
     layer = MultiLoraLinear(nn.Linear(5, 4), MultiLoraConfig(num_tasks=4, rank=2, alpha=3.0))

@@ -13,18 +13,26 @@ only matters when merging an update into it (PEFT's ``fan_in_fan_out``).
 
 Like PEFT's tuner layers the adapted layer shows the base's ``weight`` and ``bias``, so model
 code that reads ``self.q_proj.weight.dtype`` keeps working.
+
+Speed: when the base is a plain ``nn.Linear`` or ``Conv1D`` (no hooks, no subclass forward),
+without adapter dropout or autocast, base and update are one fused product
+(:func:`metanb.lora.lowrank.adapted_linear`) that allocates no more than the base layer alone;
+otherwise the base layer is called as it is and the update added to its output.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from metanb.errors import MetanbError
 from metanb.lora.config import MultiLoraConfig
+from metanb.lora.lowrank import adapted_linear
 from metanb.lora.routing import TaskRouting, mixed_update
 
 
@@ -35,6 +43,13 @@ def conv1d_type() -> type[nn.Module] | None:
     except ImportError:
         return None
     return Conv1D
+
+
+@functools.cache
+def _plain_types() -> tuple[type[nn.Module], ...]:
+    """The base layers whose forward :func:`adapted_linear` reproduces exactly."""
+    conv1d = conv1d_type()
+    return (nn.Linear,) if conv1d is None else (nn.Linear, conv1d)
 
 
 def fan_in_fan_out(layers: Iterable[nn.Module]) -> bool:
@@ -93,7 +108,8 @@ class MultiLoraLinear(nn.Module):
         self.rank = config.rank
         self.scaling = config.scaling
         self.symmetric = config.symmetric
-        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        # None when p = 0: no module call at all on the hot path
+        self.dropout: nn.Module | None = nn.Dropout(config.dropout) if config.dropout > 0 else None
         self.routing: TaskRouting | None = None
 
         check_rank(base_layer, config.rank, name)
@@ -166,7 +182,6 @@ class MultiLoraLinear(nn.Module):
         return self.scaling * B[task] @ A[task]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
         routing = self.routing
         if routing is None:
             raise MetanbError(
@@ -180,10 +195,32 @@ class MultiLoraLinear(nn.Module):
                 f"of the {b} task ids; pass one id per example of the batch"
             )
         A, B = self.factors()
+        if self._fusable(x, A):
+            groups = routing.groups(A, B)
+            if groups is not None:  # base and update in one product, no full-width temporary
+                base = self.base_layer
+                return adapted_linear(x, base.weight, base.bias, *groups, self.scaling,
+                                      in_out=not isinstance(base, nn.Linear))
+        out = self.base_layer(x)
         # rows of one example are consecutive (batch-first), so fold them together
-        h = self.dropout(x).reshape(b, -1, self.in_features).to(A.dtype)
-        delta = mixed_update(h, A, B, routing)
-        return out.add_(delta.reshape(out.shape).to(out.dtype), alpha=self.scaling)
+        h = (x if self.dropout is None else self.dropout(x)).reshape(b, -1, self.in_features)
+        delta = mixed_update(h.to(A.dtype), A, B, routing, self.scaling)
+        return out.add_(delta.reshape(out.shape).to(out.dtype))
+
+    def _fusable(self, x: torch.Tensor, A: torch.Tensor) -> bool:
+        """Whether :func:`adapted_linear` computes exactly what ``base_layer(x)`` plus the
+        update would: a plain ``nn.Linear`` or ``Conv1D`` (not a subclass, whose forward may
+        differ) called with no hooks and no replaced forward (accelerate's offloading wraps
+        it), one dtype, no autocast, no dropout on the adapters' input."""
+        base = self.base_layer
+        return (
+            self.dropout is None
+            and type(base) in _plain_types()
+            and not (base._forward_hooks or base._forward_pre_hooks or "forward" in vars(base))
+            and not (_global_forward_hooks or _global_forward_pre_hooks)
+            and x.dtype == A.dtype == base.weight.dtype
+            and not torch.is_autocast_enabled(x.device.type)
+        )
 
     def extra_repr(self) -> str:
         kind = "U Uᵀ" if self.symmetric else "B A"

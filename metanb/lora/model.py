@@ -190,11 +190,15 @@ def use_tasks(model: nn.Module, task_ids: torch.Tensor | Sequence[int]) -> Itera
     forwards there) still sees them. Works on a model wrapped by DistributedDataParallel. A
     ``task_ids=`` keyword of a call inside the block wins over the block's ids.
     """
-    layers = list(multi_lora_layers(model).values())
+    root = adapted_root(model)
+    # the root keeps its layers: walking every module of a big model each step costs ~1 ms
+    whole = root is not None and (root is model or root is getattr(model, "module", None))
+    layers = getattr(root, _LAYERS_ATTR, None) if whole else None  # (the latter: DDP's wrap)
+    if not layers:
+        layers = list(multi_lora_layers(model).values())
     if not layers:
         raise MetanbError("use_tasks needs a model with multi-task adapters (add_multi_lora)")
     routing = TaskRouting.build(task_ids, layers[0].num_tasks, layers[0].weight.device)
-    root = adapted_root(model)
     previous = getattr(root, _SCOPE_ATTR, None) if root is not None else None
     if root is not None:
         setattr(root, _SCOPE_ATTR, routing)

@@ -28,12 +28,14 @@ The mixed forward, with no per-example copy of an adapter
 A layer sees N rows for b examples, N a multiple of b, the rows of one example consecutive
 (batch-first; multiple-choice models flatten (b, m, ...) to (b·m, ...)). The retraining loop
 concatenates task batches in order, so the rows of each task are one contiguous run, and then
-each task's adapter is applied to its own slice: one matmul pair for a single task, one pair of
-batched matmuls against the factors of the batch's u distinct tasks when the runs have equal
-length, a loop over the u runs otherwise. Memory grows with u, not with the batch. Any other
-order falls back to gathering each example's adapter (``A[ids]``), which is exact in every
-case; both paths give the same numbers. Adapters of tasks absent from a batch are not touched
-by the forward, so their gradient is exactly zero.
+each task's adapter is applied to its own slice: when the runs have equal length (the loop's
+case) the rows are folded to (u, rows of one task, in), a view, and one grouped low-rank product
+(:mod:`metanb.lora.lowrank`) applies the u tasks' factors. Those factors are the adapter
+tensors themselves when every task is present in order, a slice (a view) when the tasks are
+consecutive, and a gather of u adapters otherwise; unequal runs loop over the u runs. Memory
+grows with u, not with the batch. Any other order falls back to gathering each example's
+adapter (``A[ids]``), which is exact in every case; both paths give the same numbers. Adapters
+of tasks absent from a batch are not touched by the forward, so their gradient is exactly zero.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from metanb.errors import MetanbError
+from metanb.lora.lowrank import grouped_low_rank
 
 
 def as_task_ids(task_ids: torch.Tensor | Sequence[int], num_tasks: int) -> torch.Tensor:
@@ -76,6 +79,8 @@ class TaskRouting:
     ids: torch.Tensor  # (b,) long, on the model's device
     runs: tuple[tuple[int, int, int], ...] | None  # (task, first, end); None: not contiguous
     run_tasks: torch.Tensor | None  # (u,) the runs' tasks on the device, for the batched matmul
+    span: tuple[int, int] | None = None  # (first, end): the runs' tasks are first, ..., end - 1
+    equal_runs: bool = False  # every task has the same number of examples (one grouped product)
 
     @classmethod
     def build(cls, task_ids: torch.Tensor | Sequence[int], num_tasks: int,
@@ -90,38 +95,55 @@ class TaskRouting:
         ids = ids.to(device) if device is not None else ids
         if not contiguous:
             return cls(ids, None, None)
-        run_tasks = torch.tensor([t for t, _, _ in runs], device=ids.device)
-        return cls(ids, tuple(runs), run_tasks)
+        order = [task for task, _, _ in runs]
+        span = (order[0], order[0] + len(order)) if order == list(
+            range(order[0], order[0] + len(order))) else None
+        equal = len({end - first for _, first, end in runs}) == 1
+        return cls(ids, tuple(runs), torch.tensor(order, device=ids.device), span, equal)
 
     @property
     def size(self) -> int:
         """b, the number of examples (one id each)."""
         return self.ids.shape[0]
 
-    @property
-    def equal_runs(self) -> bool:
-        """Every task has the same number of examples (one batched matmul applies them all)."""
-        return self.runs is not None and len({end - first for _, first, end in self.runs}) == 1
+    def groups(self, A: torch.Tensor, B: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The factors (g, r, in) and (g, out, r) of the g groups the rows fold into, or None
+        when they do not fold (contiguous runs of unequal length).
+
+        Equal runs: one group per run, the factors A and B themselves when every task is
+        present in order, a view when the tasks are consecutive, a gather of u adapters
+        otherwise. Any other order: one group per example (a gather of b adapters).
+        """
+        if self.runs is None:
+            ids = self.ids.to(A.device)
+            return A[ids], B[ids]
+        if not self.equal_runs:
+            return None
+        if self.span is not None:
+            first, end = self.span
+            if first == 0 and end == A.shape[0]:
+                return A, B
+            return A[first:end], B[first:end]
+        assert self.run_tasks is not None
+        tasks = self.run_tasks.to(A.device)
+        return A.index_select(0, tasks), B.index_select(0, tasks)
 
 
 def mixed_update(h: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                 routing: TaskRouting) -> torch.Tensor:
-    """Row-wise ``B_t A_t h`` for ``h`` of shape (b, rows, in), row block i of task ``ids[i]``.
+                 routing: TaskRouting, scaling: float = 1.0) -> torch.Tensor:
+    """Row-wise ``scaling * B_t A_t h`` for ``h`` of shape (b, rows, in), row block i of task
+    ``ids[i]``.
 
     ``A`` (T, r, in) and ``B`` (T, out, r) hold every task's factors; returns (b, rows, out).
     """
-    runs = routing.runs
-    if runs is None:  # any order: one adapter copy per example
-        ids = routing.ids.to(A.device)
-        A_, B_ = A[ids], B[ids]  # (b, r, in), (b, out, r)
-        return torch.bmm(torch.bmm(h, A_.transpose(1, 2)), B_.transpose(1, 2))
-    if len(runs) == 1:
-        task = runs[0][0]
-        return (h @ A[task].T) @ B[task].T
-    if routing.equal_runs:  # (u, rows of one task, in) against the u tasks' factors
-        assert routing.run_tasks is not None
-        tasks = routing.run_tasks.to(A.device)
-        folded = h.reshape(len(runs), -1, h.shape[-1])
-        delta = torch.bmm(torch.bmm(folded, A[tasks].transpose(1, 2)), B[tasks].transpose(1, 2))
-        return delta.reshape(*h.shape[:-1], B.shape[1])
-    return torch.cat([(h[first:end] @ A[task].T) @ B[task].T for task, first, end in runs])
+    groups = routing.groups(A, B)
+    if groups is not None:
+        A_, B_ = groups
+        folded = h.reshape(A_.shape[0], -1, h.shape[-1])
+        return grouped_low_rank(folded, A_, B_, scaling).reshape(*h.shape[:-1], B.shape[1])
+    assert routing.runs is not None  # unequal runs: one product per run
+    return torch.cat([
+        grouped_low_rank(h[first:end].reshape(1, -1, h.shape[-1]), A[task:task + 1],
+                         B[task:task + 1], scaling).reshape(end - first, *h.shape[1:-1], -1)
+        for task, first, end in routing.runs])
