@@ -53,6 +53,23 @@ PLANTED = {
 }
 
 
+# A right answer obtained against the rules (the package's solver called from the student's
+# function): the question's hidden tests, which re-run the function under
+# metanb.assignments.rules.follows_rules, must catch it.
+RULE_BREAKS = {
+    "a1_standard_retraining": (
+        "q2_sr_population",
+        "return A_star + (U_star @ U_star.transpose(-1, -2)).mean(0)",
+        "return L.sr_limit(A_star, U_star)",
+    ),
+    "a2_lora_ml_linear": (
+        "q1_objective",
+        "return (R**2).sum((-1, -2)).mean()",
+        "return L.risk(A + U @ U.transpose(-1, -2), L.as_moments(M)).mean()",
+    ),
+}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltAssignment]:
     out = tmp_path_factory.mktemp("assignments")
@@ -265,6 +282,21 @@ def test_planted_wrong_answer_fails_its_question(built, name, tmp_path):
     report = grade(submission, built[name].autograder_zip)
     assert report.failed() == [question], report.summary
     assert 0 < report.total < report.total_possible
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RULE_BREAKS))
+def test_calling_the_package_solver_costs_the_question(built, name, tmp_path):
+    question, right, cheat = RULE_BREAKS[name]
+    nb = nbformat.read(built[name].solution_notebook, as_version=4)
+    cells = [c for c in nb.cells if right in c.source]
+    assert len(cells) == 1, "the replaced line must occur once in the solutions"
+    cells[0].source = cells[0].source.replace(right, cheat)
+    submission = tmp_path / built[name].solution_notebook.name
+    nbformat.write(nb, submission)
+    report = grade(submission, built[name].autograder_zip)
+    assert report.failed() == [question], report.summary  # same numbers, against the rules
+    assert report.total < report.total_possible
 
 
 # ------------------------------------------------------------------ the build itself
