@@ -18,10 +18,12 @@ from matplotlib.figure import Figure
 from metanb.linear.family import two_task_family
 from metanb.linear.ground_truth import GroundTruth
 from metanb.linear.landscape import DescentTrace
-from metanb.plots.style import method_color
+from metanb.plots.style import method_color, series_style
 
-# the two factors of the T = 2 family keep one colour and marker each in every panel
-FACTOR_STYLE = {0: ("#1b9e77", "o", "-"), 1: ("#7570b3", "s", "--")}
+# the two factors of the T = 2 family keep one colour and marker each in every panel (series
+# colours, not methods')
+FACTOR_STYLE = {t: tuple(series_style(t)[key] for key in ("color", "marker", "linestyle"))
+                for t in (0, 1)}
 TINY = 1e-18
 
 

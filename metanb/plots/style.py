@@ -19,13 +19,13 @@ METHOD_COLORS: dict[str, str] = {
 PALETTE = ("#66a61e", "#e6ab02", "#a6761d", "#1f78b4")
 
 # series that are not methods (matrices, ranks, numbers of tasks, initialisations) take these,
-# in order: colours no method uses (Okabe-Ito blue, black, grey, reddish purple, sky blue, brown),
+# in order: colours no method uses (Okabe-Ito blue, black, grey, wine, sky blue, brown),
 # each with its own marker and line style, so lines stay apart in greyscale and without colour
 SERIES_STYLES: tuple[dict[str, Any], ...] = (
     {"color": "#0072b2", "marker": "o", "linestyle": "-"},
     {"color": "#222222", "marker": "s", "linestyle": "--"},
     {"color": "#888888", "marker": "^", "linestyle": "-."},
-    {"color": "#cc79a7", "marker": "D", "linestyle": ":"},
+    {"color": "#882255", "marker": "D", "linestyle": ":"},
     {"color": "#56b4e9", "marker": "v", "linestyle": (0, (5, 1, 1, 1, 1, 1))},
     {"color": "#7f3b08", "marker": "P", "linestyle": (0, (3, 1, 1, 1))},
 )
