@@ -405,3 +405,29 @@ def test_cli_results_prints_the_mixed_base_warning(tmp_path: Path, capsys) -> No
     lines = capsys.readouterr().out.splitlines()
     assert [line for line in lines if line.startswith("warning:")] == [
         line for line in check_one_base_per_cell(load_run(run).records)]
+
+
+def test_a_sweep_over_the_support_size_is_reported_by_n(tmp_path: Path) -> None:
+    import json
+
+    """Run folders that differ only in tasks.support: the report tabulates the gain by n."""
+    from metanb.experiments.results import gains_by_support
+
+    base = ExperimentConfig().override(["seeds=[0,1]", "finetune.ranks=[4]"])
+    for n, gain in ((4, 0.1), (16, 0.3)):
+        folder = tmp_path / f"n{n:02d}"
+        folder.mkdir()
+        base.override({"tasks.support": n}).save(folder / CONFIG_FILE)
+        lines = [rec(m, s, "4", 0.5 + (gain + 0.01 * s if m == "lora-ml" else 0.0),
+                     4 if m == "lora-ml" else None)
+                 for m in ("standard", "lora-ml") for s in (0, 1)]
+        (folder / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    runs = find_runs(tmp_path)
+    gains = gains_by_support(runs)
+    assert list(gains) == [4, 16]
+    assert gains[16]["4"].difference.mean == pytest.approx(0.305)
+    report = format_report(runs)
+    assert "LoRA-ML − SR by support size n" in report and "n \\ fine-tuning" in report
+    assert set(report_json(runs)["gain_vs_n"]) == {4, 16}
+    with pytest.raises(MetanbError, match="must differ in tasks.support"):
+        gains_by_support([runs[0], runs[0]])

@@ -331,7 +331,19 @@ def gains_by_tasks(runs: Sequence[Run], method: str = "lora-ml", baseline: str =
             for run in sorted(runs, key=lambda r: r.config.tasks.retrain)}
 
 
-def format_sweep(gains: dict[int, dict[str, PairedComparison]], digits: int = 3) -> str:
+def gains_by_support(runs: Sequence[Run], method: str = "lora-ml", baseline: str = "standard"
+                     ) -> dict[int, dict[str, PairedComparison]]:
+    """For the runs of a sweep over the support size n: ``{n: paired_gain(...)}``, by n."""
+    ns = [run.config.tasks.support for run in runs]
+    if len(set(ns)) != len(ns):
+        raise MetanbError("the run folders of a support sweep must differ in tasks.support (n);"
+                          " found " + ", ".join(str(n) for n in ns))
+    return {run.config.tasks.support: paired_gain(run.records, method, baseline)
+            for run in sorted(runs, key=lambda r: r.config.tasks.support)}
+
+
+def format_sweep(gains: dict[int, dict[str, PairedComparison]], digits: int = 3,
+                 axis: str = "T") -> str:
     """The paired gains of :func:`gains_by_tasks` as a table: one row per T, one column per
     fine-tuning label, each cell mean ± s.e. of the paired difference, starred when its
     t-interval excludes 0; a last column gives the seeds of each T."""
@@ -351,7 +363,7 @@ def format_sweep(gains: dict[int, dict[str, PairedComparison]], digits: int = 3)
     level = percent(comparisons[0].difference.level) if comparisons else percent(LEVEL)
     caption = (f"accuracy gain paired by seed, {se_label([c.n for c in comparisons])}; "
                f"* = the {level} t-interval excludes 0")
-    return caption + "\n" + text_table(["T \\ fine-tuning"] + labels + ["seeds"], body)
+    return caption + "\n" + text_table([f"{axis} \\ fine-tuning"] + labels + ["seeds"], body)
 
 
 def short_commit(commit: str, length: int = 12) -> str:
@@ -460,7 +472,10 @@ def format_report(runs: Sequence[Run]) -> str:
         if comparisons:
             lines += ["", format_paired(run.records, comparisons)]
         parts.append("\n".join(lines))
-    if len(runs) > 1:
+    if len(runs) > 1 and len({run.config.tasks.retrain for run in runs}) == 1:
+        parts.append("LoRA-ML − SR by support size n\n"
+                     + format_sweep(gains_by_support(runs), axis="n"))
+    elif len(runs) > 1:
         parts.append("LoRA-ML − SR by T\n" + format_sweep(gains_by_tasks(runs)))
     return "\n\n".join(parts)
 
@@ -476,7 +491,10 @@ def report_json(runs: Sequence[Run]) -> dict[str, Any]:
                                    paired_gain(run.records, m, b).items()}
                     for m, b in default_comparisons(run.records)}}
         for run in runs]}
-    if len(runs) > 1:
+    if len(runs) > 1 and len({run.config.tasks.retrain for run in runs}) == 1:
+        payload["gain_vs_n"] = {n: {lab: c.as_dict() for lab, c in gains.items()}
+                                for n, gains in gains_by_support(runs).items()}
+    elif len(runs) > 1:
         payload["gain_vs_T"] = {T: {lab: c.as_dict() for lab, c in gains.items()}
                                 for T, gains in gains_by_tasks(runs).items()}
     return payload
