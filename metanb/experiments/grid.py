@@ -114,9 +114,19 @@ def grid_cells(config: ExperimentConfig) -> list[Cell]:
     return cells
 
 
-def finetune_specs(config: ExperimentConfig) -> list[FinetuneSpec]:
-    """Rank 0 (no fine-tuning) first, then each LoRA rank, then the last layer if asked."""
-    specs = [NO_FINETUNE] + [FinetuneSpec("lora", r) for r in config.finetune.ranks]
+def finetune_specs(config: ExperimentConfig, cell: Cell | None = None) -> list[FinetuneSpec]:
+    """Rank 0 (no fine-tuning) first, then each LoRA rank, then the last layer if asked.
+
+    With ``finetune.match_retrain_rank`` (the paper's sweep) the ranks are
+    ``retrain.ranks``: a cell retrained at rank r is fine-tuned at rank r only, cells without
+    adapters at every one of them.
+    """
+    ranks = list(config.finetune.ranks)
+    if config.finetune.match_retrain_rank:
+        ranks = list(config.retrain.ranks)
+        if cell is not None and cell.retrain_rank is not None:
+            ranks = [cell.retrain_rank]
+    specs = [NO_FINETUNE] + [FinetuneSpec("lora", r) for r in ranks]
     return specs + ([HEAD] if config.finetune.head else [])
 
 

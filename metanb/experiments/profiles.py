@@ -1,8 +1,10 @@
 """Profiles: the same experiment at three scales, as YAML presets of :class:`ExperimentConfig`.
 
-``quick`` runs offline on a CPU in minutes (tiny RoBERTa + generated personas), ``colab`` is a
-real reproduction on one free-tier GPU (``roberta-base`` + ConvAI2 from the Hub), ``paper`` is
-the paper's scale. The YAML files live in ``metanb/experiments/profiles/`` (package data) and
+``quick`` runs offline on a CPU in minutes (tiny RoBERTa + generated personas), ``paper`` is
+the paper's experiment as its official code runs it (``roberta-base`` cross-encoder on
+Persona-Chat's persona clusters; each setting cites the official script), ``colab`` is that
+design shrunk for one free T4 in under an hour (Persona-Chat from the Hub). The YAML files
+live in ``metanb/experiments/profiles/`` (package data) and
 hold only what differs from the dataclass defaults; another experiment's profiles live in its
 own folder (``profiles/vision/``, see :data:`metanb.experiments.grid.EXPERIMENTS`).
 """

@@ -178,7 +178,7 @@ def plan(config: ExperimentConfig, records: Iterable[dict[str, Any]]
     done = {record_key(r) for r in records}
     todo = []
     for cell in grid_cells(config):
-        specs = [s for s in finetune_specs(config) if cell_key(cell, s) not in done]
+        specs = [s for s in finetune_specs(config, cell) if cell_key(cell, s) not in done]
         if specs:
             todo.append((cell, specs))
     return todo
@@ -194,8 +194,8 @@ def restart_partial_cells(config: ExperimentConfig, out: Path, records: list[dic
     removed from results.jsonl in one atomic rewrite so the whole cell runs again; returns the
     remaining records and the cells restarted.
     """
-    wanted = len(finetune_specs(config))
-    stale = [cell for cell, specs in plan(config, records) if len(specs) < wanted
+    stale = [cell for cell, specs in plan(config, records)
+             if len(specs) < len(finetune_specs(config, cell))
              and not (out / WORK_DIR / cell.name / BASE_FILE).exists()]
     if not stale:
         return records, []
@@ -265,7 +265,7 @@ def run_grid(
         log(f"{out}: re-running {len(restarted)} cell(s) whose saved base is gone, their old "
             "records dropped: " + ", ".join(c.name for c in restarted))
     todo = plan(config, records)
-    total = len(grid_cells(config)) * len(finetune_specs(config))
+    total = sum(len(finetune_specs(config, cell)) for cell in grid_cells(config))
     skipped = total - sum(len(specs) for _, specs in todo)
     if log:
         log(f"{out}: {skipped}/{total} evaluations already done, {len(todo)} cell(s) to run")
