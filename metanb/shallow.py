@@ -260,10 +260,23 @@ FIGURE_QUICK: dict[str, Any] = {"retrain_steps": 800, "finetune_steps": 400, "lr
 
 def shallow_grid(ds: Sequence[int] = (5, 10, 20), task_counts: Sequence[int] = (2, 3),
                  trials: int = 3, methods: Sequence[str] = tuple(METHODS), progress: bool = False,
-                 **setup: Any) -> list[dict[str, Any]]:
+                 workers: int = 1, **setup: Any) -> list[dict[str, Any]]:
     """Every (d, T, trial, method) of the paper's figure; trial i uses seed ``seed + i``, and
     both methods of a trial share its data. ``setup`` fixes the other :class:`ShallowSetup`
-    fields (e.g. fewer steps)."""
+    fields (e.g. fewer steps). ``workers`` > 1 runs the trials in that many processes (one
+    torch thread each: these nets are too small for threads to help); the records are the
+    same, in the same order."""
     base_seed = int(setup.pop("seed", 0))
-    return [run_shallow(method, ShallowSetup(d=d, tasks=T, seed=base_seed + i, **setup), progress)
+    jobs = [(method, ShallowSetup(d=d, tasks=T, seed=base_seed + i, **setup))
             for d in ds for T in task_counts for i in range(trials) for method in methods]
+    if workers < 1:
+        raise MetanbError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        return [run_shallow(method, job, progress) for method, job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked copy of a process whose torch already ran threads can hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(run_shallow, *zip(*jobs, strict=True)))

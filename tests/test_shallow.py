@@ -11,6 +11,7 @@ import torch
 from metanb.cli import main
 from metanb.errors import MetanbError
 from metanb.shallow import (
+    METHODS,
     ProbedBatch,
     ShallowNet,
     ShallowSetup,
@@ -18,6 +19,7 @@ from metanb.shallow import (
     heldout_loss,
     make_problem,
     run_shallow,
+    shallow_grid,
 )
 
 QUICK = {"d": 4, "tasks": 2, "samples": 64, "finetune_samples": 16, "test_samples": 50,
@@ -90,6 +92,18 @@ def test_a_run_trains_through_the_loop_and_lowers_the_new_task_loss(method):
     assert res["finetune_test_loss"] < res["pretrained_test_loss"]
     again = run_shallow(method, ShallowSetup(**{**QUICK, "finetune_steps": 60, "lr": 3e-2}))
     assert again["curve"] == res["curve"]  # seeded end to end
+
+
+def test_grid_in_two_processes_gives_the_same_records_in_the_same_order():
+    small = {k: v for k, v in QUICK.items() if k not in ("d", "tasks")}
+    one = shallow_grid(ds=(3, 4), task_counts=(2,), trials=1, **small)
+    two = shallow_grid(ds=(3, 4), task_counts=(2,), trials=1, workers=2, **small)
+    drop = ("seconds", "cpu_seconds")
+    assert [(r["method"], r["d"]) for r in one] == [(m, d) for d in (3, 4) for m in METHODS]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in two] == [
+        {k: v for k, v in r.items() if k not in drop} for r in one]
+    with pytest.raises(MetanbError, match="workers must be >= 1"):
+        shallow_grid(ds=(3,), task_counts=(2,), trials=1, workers=0, **small)
 
 
 def test_cli_json_prints_the_record(capsys):
