@@ -36,6 +36,22 @@ minilm() {
   $PY -m metanb run convai2 --profile minilm --out $OUT/minilm --no-progress
 }
 
+support() {
+  # the support-size sweep n = 4..64 (current loop): one retrained base per (method, seed),
+  # reused at every n; 24 dialogues per persona so that n = 64 leaves a query set
+  $PY tools/support_sweep.py $OUT/quick_support --sizes 4 8 16 32 64 --threads 1 \
+    --set data.dialogues_per_persona=24 --set finetune.ranks=[4] --set finetune.head=false
+}
+
+controls() {
+  # the two generated-data controls of chapter 6: ConvAI2-like random distractors, and the
+  # persona text in the input
+  $PY -m metanb run convai2 --profile quick --out $OUT/quick_random_distractors --threads 1 \
+    --no-progress --set data.distractors=random --set finetune.ranks=[4] --set finetune.head=false
+  $PY -m metanb run convai2 --profile quick --out $OUT/quick_include_persona --threads 1 \
+    --no-progress --set data.include_persona=true --set finetune.ranks=[4] --set finetune.head=false
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(quick sweep)
 for t in "${targets[@]}"; do
@@ -43,6 +59,8 @@ for t in "${targets[@]}"; do
     quick) quick; $PY -m metanb results $OUT/quick >/dev/null ;;
     sweep) sweep; $PY -m metanb results $OUT/quick_T_sweep >/dev/null ;;
     minilm) minilm; $PY -m metanb results $OUT/minilm >/dev/null ;;
-    *) echo "unknown target $t (quick | sweep | minilm)" >&2; exit 2 ;;
+    support) support; $PY -m metanb results $OUT/quick_support --no-plots >/dev/null ;;
+    controls) controls ;;
+    *) echo "unknown target $t (quick | sweep | minilm | support | controls)" >&2; exit 2 ;;
   esac
 done
