@@ -78,7 +78,7 @@ def interleaved(runs: dict[str, Callable[[], dict[str, float]]], repeats: int
             samples[name].append(run())
     speed = {c: {name: statistics.median(x[c] for x in s) for name, s in samples.items()}
              for c in CLOCKS}
-    rounded = {name: [{c: round(x[c], 1) for c in CLOCKS} for x in s]
+    rounded = {name: [{c: round(x[c], 3) for c in CLOCKS} for x in s]
                for name, s in samples.items()}
     return speed, rounded
 
@@ -97,6 +97,11 @@ def training_row(case: Case, T: int, args: argparse.Namespace, device: str) -> d
         row[c] = {
             **{f"{way} ex/s": round(v, 1) for way, v in s.items()},
             "mixed / standard": ratio(s["lora-ml mixed"], s["standard"]),
+            # the same, repeat by repeat (each pair ran back to back), then the median: less
+            # moved by a neighbour that comes and goes between repeats
+            "mixed / standard paired": round(statistics.median(
+                m[c] / st[c] for m, st in zip(samples["lora-ml mixed"], samples["standard"],
+                                              strict=True)), 3),
             "mixed / peft loop": ratio(s["lora-ml mixed"], s["peft loop"]),
             "mixed / round-robin": ratio(s["lora-ml mixed"], s["round-robin"]),
         }
@@ -278,7 +283,8 @@ def measure(device: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, An
     result["summary"] = summary(result)
     result["verdicts"] = verdicts(result)
     print_table(f"ratios, {device}, {clock}, {torch.get_num_threads()} threads",
-                result["summary"], ["case", "T", "mixed / standard", "mixed / peft loop",
+                result["summary"], ["case", "T", "mixed / standard", "mixed / standard paired",
+                                    "mixed / peft loop",
                                     "mixed / round-robin", "infer metanb / peft",
                                     "mem mixed / standard"])
     for line in result["verdicts"]:
@@ -297,13 +303,20 @@ def parse_args() -> tuple[argparse.Namespace, Sizes]:
                         help="auto: the CPU, and the GPU too if there is one")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--rank", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved repeats of each timed run (default 3); more on a "
+                        "busy machine, where single runs vary by 20%%")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     q = args.quick
     sizes = Sizes(hidden=64 if q else 256, layers=2 if q else 4, per_task=2 if q else 4,
                   choices=4, length=32 if q else 64, rank=args.rank)
     args.per_task = sizes.per_task
-    args.steps, args.warmup, args.repeats = (8, 2, 3) if q else (30, 5, 3)
+    args.steps, args.warmup = (8, 2) if q else (30, 5)
+    if args.repeats is None:
+        args.repeats = 3
+    elif args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     args.forwards = 5 if q else 20
     roberta_tasks = args.tasks or ([2, 8, 32] if q else [2, 8, 32, 64])
     args.tasks = {"roberta-mc": roberta_tasks,
