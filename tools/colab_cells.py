@@ -33,8 +33,8 @@ BADGE_IMAGE = f"{COLAB}/assets/colab-badge.svg"
 BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
 HIDE_INPUT = "hide-input"
 # chapters that need something else than the default install (extras, committed files)
-NO_HUB = {"06_results.ipynb"}
-CLONES_REPOSITORY = {"06_results.ipynb"}
+NO_HUB = {"06_results.ipynb", "08_beyond_linear.ipynb"}
+CLONES_REPOSITORY = {"06_results.ipynb", "08_beyond_linear.ipynb"}
 
 
 def repository_url(root: Path = ROOT) -> str:
