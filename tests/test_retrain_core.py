@@ -77,6 +77,65 @@ def test_absent_task_rows_and_their_state_are_untouched_bit_for_bit() -> None:
     assert opt.state[stacked]["step"].tolist() == [3, 3, 4, 3]
 
 
+def test_the_multi_tensor_update_equals_torch_adamw_bit_for_bit_on_many_tensors() -> None:
+    """One foreach call per operation over tensors of many shapes (and a frozen one, with no
+    gradient, that neither moves nor gets state) gives torch's AdamW bit for bit."""
+    g = torch.Generator().manual_seed(2)
+    shapes = [(5, 3), (7,), (4, 2, 3), (1,), (16, 16)]
+    ours = [torch.randn(s, generator=g, requires_grad=True) for s in shapes]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    frozen = torch.randn(3, generator=g, requires_grad=True)
+    start = frozen.detach().clone()
+    a = TaskAdamW(ours + [frozen], lr=0.05, weight_decay=0.1)
+    b = torch.optim.AdamW(theirs, lr=0.05, weight_decay=0.1, foreach=False)
+    for _ in range(12):
+        for p, q in zip(ours, theirs, strict=True):
+            grad = torch.randn(p.shape, generator=g)
+            p.grad, q.grad = grad.clone(), grad.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a.state[p][key], b.state[q][key])
+    assert torch.equal(frozen, start) and frozen not in a.state
+
+
+def test_every_stacked_tensor_follows_its_rows_own_adamw_through_full_and_partial_steps(
+) -> None:
+    """Several task-stacked tensors of different shapes: steps with every task (the
+    multi-tensor path) and with some (the row path) interleave; each row is torch's AdamW with
+    its own step count, absent rows stay put, and the state loads into a fresh optimiser."""
+    g = torch.Generator().manual_seed(3)
+    T, shapes = 3, [(2, 5), (6, 2), (4,)]
+    stacked = [torch.randn((T, *s), generator=g, requires_grad=True) for s in shapes]
+    rows = [[p.detach()[t].clone().requires_grad_(True) for t in range(T)] for p in stacked]
+    opt = TaskAdamW([{"params": stacked, "num_tasks": T}], lr=0.1, weight_decay=0.5)
+    refs = [[torch.optim.AdamW([r], lr=0.1, weight_decay=0.5) for r in rs] for rs in rows]
+    for present in [None, [0, 1, 2], [1], [2, 0], None, [0]]:
+        on = list(range(T)) if present is None else present
+        before = [p.detach().clone() for p in stacked]
+        for p, rs, rf in zip(stacked, rows, refs, strict=True):
+            p.grad = torch.randn(p.shape, generator=g)
+            for t in on:
+                rs[t].grad = p.grad[t].clone()
+                rf[t].step()
+        opt.set_tasks(present)
+        opt.step()
+        for p, b in zip(stacked, before, strict=True):
+            for t in set(range(T)) - set(on):
+                assert torch.equal(p.detach()[t], b[t])
+    for p, rs in zip(stacked, rows, strict=True):
+        for t in range(T):
+            assert torch.allclose(p.detach()[t], rs[t].detach(), rtol=1e-6, atol=1e-7)
+        assert opt.state[p]["step"].tolist() == [5, 4, 4]
+    fresh = TaskAdamW([{"params": stacked, "num_tasks": T}], lr=0.1, weight_decay=0.5)
+    fresh.load_state_dict(opt.state_dict())
+    for p in stacked:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fresh.state[p][key], opt.state[p][key])
+
+
 def test_a_lora_ml_step_leaves_the_adapters_of_absent_tasks_as_they_were(model) -> None:
     config = RetrainConfig(method="lora-ml", r=2, steps=2, lr=0.1, weight_decay=0.5,
                            tasks_per_step=1, seed=4, device="cpu")

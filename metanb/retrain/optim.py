@@ -6,7 +6,12 @@ momentum left from earlier steps and the weight decay. In LoRA-ML each task's ad
 only by its own data, so :class:`TaskAdamW` keeps one step count per task row and updates only
 the rows of the tasks present in the step: absent rows, and their optimiser state, are left
 bit for bit as they were. Every other parameter gets exactly torch's AdamW update (the same
-single-tensor arithmetic, in the same order).
+arithmetic, in the same order: bit for bit on the CPU).
+
+Each update runs in torch's multi-tensor form (``torch._foreach_*``, as ``torch.optim.AdamW``
+with ``foreach=True``): one call per operation for all the tensors of a group, not one per
+tensor, which on small models is most of an optimiser step's cost. The state is torch's
+(``step``, ``exp_avg``, ``exp_avg_sq`` per tensor; ``step`` holds one count per task row).
 """
 
 from __future__ import annotations
@@ -43,75 +48,108 @@ class TaskAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["num_tasks"] is None:
-                    self._dense(p, group)
-                else:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["num_tasks"] is None:
+                self._dense(params, group)
+            elif self._present is None or len(self._present) == group["num_tasks"]:
+                self._all_rows(params, group)
+            else:
+                for p in params:
                     self._rows(p, group)
         return loss
 
-    def _dense(self, p: torch.Tensor, group: dict[str, Any]) -> None:
-        """torch.optim.AdamW's single-tensor update."""
+    def _states(self, params: list[torch.Tensor], step: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Each parameter's (step, exp_avg, exp_avg_sq), created on first use (a copy of
+        ``step``, zero moments)."""
+        steps, exp_avgs, exp_avg_sqs = [], [], []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = step.clone()
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            steps.append(state["step"])
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+        return steps, exp_avgs, exp_avg_sqs
+
+    def _dense(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
+        """torch.optim.AdamW's update, as its multi-tensor (foreach) form: the single-tensor
+        arithmetic, in the same order, one call per operation for all tensors (bit for bit
+        the same on the CPU; one host sync for all step counts instead of one per tensor)."""
         beta1, beta2 = group["betas"]
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["step"] += 1
-        step = state["step"].item()
-        grad, exp_avg, exp_avg_sq = p.grad, state["exp_avg"], state["exp_avg_sq"]
-        p.mul_(1 - group["lr"] * group["weight_decay"])
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        step_size = group["lr"] / (1 - beta1**step)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
-        p.addcdiv_(exp_avg, denom, value=-step_size)
+        lr, eps = group["lr"], group["eps"]
+        steps, exp_avgs, exp_avg_sqs = self._states(params, torch.tensor(0.0))
+        grads = [p.grad for p in params]
+        torch._foreach_add_(steps, 1)
+        counts = torch.stack(steps).tolist()
+        torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - beta2**n) ** 0.5 for n in counts])
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, [-(lr / (1 - beta1**n)) for n in counts])
 
     def _rows(self, p: torch.Tensor, group: dict[str, Any]) -> None:
         """The same update on the present rows only, each row with its own step count."""
         beta1, beta2 = group["betas"]
-        state = self.state[p]
-        if not state:
-            state["step"] = torch.zeros(group["num_tasks"], dtype=torch.float64)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if self._present is None or len(self._present) == p.shape[0]:
-            self._all_rows(p, group, state)
-            return
+        (steps,), (exp_avgs,), (exp_avg_sqs,) = self._states(
+            [p], torch.zeros(group["num_tasks"], dtype=torch.float64))
         rows = self._present
-        state["step"][rows] += 1
-        step = state["step"][rows]
+        steps[rows] += 1
+        step = steps[rows]
         shape = (-1,) + (1,) * (p.dim() - 1)
         step_size = (group["lr"] / (1 - beta1**step)).to(p.device, p.dtype).view(shape)
         bias2 = (1 - beta2**step).sqrt().to(p.device, p.dtype).view(shape)
         idx = rows.to(p.device)
         grad = p.grad.index_select(0, idx)
         param = p.index_select(0, idx).mul_(1 - group["lr"] * group["weight_decay"])
-        exp_avg = state["exp_avg"].index_select(0, idx).lerp_(grad, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, idx).mul_(beta2).addcmul_(
+        exp_avg = exp_avgs.index_select(0, idx).lerp_(grad, 1 - beta1)
+        exp_avg_sq = exp_avg_sqs.index_select(0, idx).mul_(beta2).addcmul_(
             grad, grad, value=1 - beta2)
         param.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias2).add_(group["eps"]))
         p.index_copy_(0, idx, param)
-        state["exp_avg"].index_copy_(0, idx, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, idx, exp_avg_sq)
+        exp_avgs.index_copy_(0, idx, exp_avg)
+        exp_avg_sqs.index_copy_(0, idx, exp_avg_sq)
 
-    @staticmethod
-    def _all_rows(p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Every task present: the same arithmetic as :meth:`_rows`, in place, without its
-        gathers and scatters (they cost more than the update on small adapters)."""
+    def _all_rows(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
+        """Every task present: the arithmetic of :meth:`_rows` on whole tensors, in place,
+        without its gathers and scatters, one multi-tensor call per operation (on small
+        adapters the per-call overhead is most of the cost)."""
         beta1, beta2 = group["betas"]
-        state["step"] += 1
-        step = state["step"]
-        shape = (-1,) + (1,) * (p.dim() - 1)
-        step_size = (group["lr"] / (1 - beta1**step)).to(p.device, p.dtype).view(shape)
-        bias2 = (1 - beta2**step).sqrt().to(p.device, p.dtype).view(shape)
-        p.mul_(1 - group["lr"] * group["weight_decay"])
-        exp_avg = state["exp_avg"].lerp_(p.grad, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-        p.sub_(step_size * exp_avg / (exp_avg_sq.sqrt() / bias2).add_(group["eps"]))
+        steps, exp_avgs, exp_avg_sqs = self._states(
+            params, torch.zeros(group["num_tasks"], dtype=torch.float64))
+        grads = [p.grad for p in params]
+        torch._foreach_add_(steps, 1)
+        step = torch.stack(steps)  # (tensors, T): each row's own count
+        step_sizes = _per_row(group["lr"] / (1 - beta1**step), params)
+        bias2 = _per_row((1 - beta2**step).sqrt(), params)
+        torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias2)
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_mul(step_sizes, exp_avgs)
+        torch._foreach_div_(update, denom)
+        torch._foreach_sub_(params, update)
+
+
+def _per_row(values: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Row i of ``values`` (one float64 per task) as a (T, 1, ...) tensor that broadcasts
+    over ``params[i]``, in its dtype and on its device (one conversion when all agree)."""
+    first = params[0]
+    if all(p.device == first.device and p.dtype == first.dtype for p in params):
+        rows = values.to(first.device, first.dtype).unbind(0)
+    else:
+        rows = tuple(v.to(p.device, p.dtype) for v, p in zip(values, params, strict=True))
+    return [r.view((-1,) + (1,) * (p.dim() - 1)) for r, p in zip(rows, params, strict=True)]
 
 
 def task_stacked_parameters(model: nn.Module) -> tuple[list[nn.Parameter], int | None]:
