@@ -122,6 +122,9 @@ def test_grid_runs_records_provenance_and_a_finished_grid_trains_nothing(tmp_pat
     # ... and the results report reads it back through the vision config
     text = format_report(find_runs(tmp_path))
     assert "MLP-Mixer (dim 16, patch 2)" in text and "lora-ml − standard" in text
+    # ... and so does `metanb results`, figures included (a vision config has no tasks.retrain)
+    assert main(["results", str(tmp_path)]) == 0
+    assert (tmp_path / "accuracy_vs_rank.png").stat().st_size > 1000
 
 
 def test_an_interrupted_cell_resumes_its_evaluations_from_the_saved_base(tmp_path, monkeypatch):

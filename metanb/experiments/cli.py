@@ -198,7 +198,7 @@ def _write_figures(folder: Path, runs: list[Any], summaries: list[Any]) -> list[
         plot_accuracy_vs_rank(rows, ax=ax, caption=describe_run(run),
                               chance=1.0 / experiment_setup(run.config, run.records)["m"])
         written.append(_save_png(fig, run.path / FIGURE_RANK))
-    if len({run.config.tasks.retrain for run in runs}) > 1:  # a sweep over T
+    if len({experiment_setup(run.config, run.records)["T"] for run in runs}) > 1:  # over T
         fig, ax = plt.subplots()
         plot_gain_vs_tasks(gains_by_tasks(runs), ax=ax, caption=describe_run(runs))
         written.append(_save_png(fig, folder / FIGURE_T))

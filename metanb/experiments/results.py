@@ -323,12 +323,12 @@ def default_comparisons(records: Iterable[dict[str, Any]]) -> list[tuple[str, st
 def gains_by_tasks(runs: Sequence[Run], method: str = "lora-ml", baseline: str = "standard"
                    ) -> dict[int, dict[str, PairedComparison]]:
     """For the runs of a sweep over T: ``{T: paired_gain(...)}``, sorted by T."""
-    Ts = [run.config.tasks.retrain for run in runs]
+    Ts = [experiment_setup(run.config, run.records)["T"] for run in runs]
     if len(set(Ts)) != len(Ts):
         raise MetanbError("the run folders of a sweep must differ in tasks.retrain (T); found "
                           + ", ".join(str(T) for T in Ts))
-    return {run.config.tasks.retrain: paired_gain(run.records, method, baseline)
-            for run in sorted(runs, key=lambda r: r.config.tasks.retrain)}
+    return {T: paired_gain(run.records, method, baseline)
+            for T, run in sorted(zip(Ts, runs, strict=True), key=lambda pair: pair[0])}
 
 
 def gains_by_support(runs: Sequence[Run], method: str = "lora-ml", baseline: str = "standard"

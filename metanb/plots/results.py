@@ -65,7 +65,7 @@ def plot_accuracy_vs_rank(rows: Sequence[SummaryRow], ax: Axes | None = None,
         ax.axhline(chance, color="#999999", linestyle=":", label=f"chance (1/{round(1 / chance)})")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel("fine-tuning LoRA rank (0 = none; head = last layer only)")
-    ax.set_ylabel("held-out accuracy (hits@1)")
+    ax.set_ylabel("held-out accuracy")  # hits@1 for convai2, 8-vs-9 accuracy for vision
     _legend(ax, se_label([r.n for r in rows]))
     _caption(ax, caption)
     return ax
