@@ -19,6 +19,9 @@ from metanb.errors import MetanbError
 
 MIXED_PRECISION: tuple[str, ...] = ("no", "fp16", "bf16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+TASK_ORDERS: tuple[str, ...] = ("random", "in-turn")
+HEAD_INITS: tuple[str, ...] = ("copy", "fresh")
+OUTER_OPTIMIZERS: tuple[str, ...] = ("interpolate", "adamw")
 # "all tasks per step, capped": a mixed batch of 8 task batches is already 8x a task batch
 MAX_DEFAULT_TASKS_PER_STEP = 8
 # retrain()'s historical keyword for ``r`` (PEFT's name); both are accepted
@@ -39,6 +42,11 @@ class RetrainSettings:
         default=None,
         metadata=_help("tasks mixed in one step (None = all, capped at "
                        f"{MAX_DEFAULT_TASKS_PER_STEP}); a fresh seeded subset each step"))
+    task_order: str = field(
+        default="random",
+        metadata=_help("which tasks a capped step takes: random (a fresh seeded subset) | "
+                       "in-turn (the official loops' order: SR task after task, LoRA-ML and "
+                       "last-layer-ML round-robin, Reptile each task once an epoch)"))
     grad_accum: int = field(default=1, metadata=_help("micro-batches per optimiser step"))
     mixed_precision: str = field(default="no", metadata=_help("no | fp16 | bf16 (autocast)"))
     lora_alpha: float | None = field(
@@ -52,6 +60,10 @@ class RetrainSettings:
         metadata=_help("train the base with the adapters (LoRA-ML); False = adapters only"))
     warmup: float = field(
         default=0.1, metadata=_help("fraction of steps of linear warmup, then linear decay"))
+    schedule_stretch: float = field(
+        default=1.0,
+        metadata=_help("the linear decay aims at 0 at stretch x steps (1 = reaches 0 at the "
+                       "end; the official scripts' --sm 6.67 never gets near 0)"))
     weight_decay: float = field(
         default=0.0,
         metadata=_help("AdamW's decoupled decay; 0 so that nothing pulls the base off A*"))
@@ -62,11 +74,22 @@ class RetrainSettings:
         metadata=_help("output head given one copy per task during retraining and discarded "
                        "after (the paper's LoRA-ML and last-layer-ML: e.g. classifier); None = "
                        "one shared head"))
+    head_init: str = field(
+        default="copy",
+        metadata=_help("per-task heads start as copies of the head (copy) or freshly "
+                       "initialised, seeded (fresh: the official MultiHeadClassifier's)"))
     inner_steps: int = field(
         default=4, metadata=_help("reptile: inner optimiser steps on one task"))
     meta_step: float = field(
         default=1.0,
         metadata=_help("reptile: outer step θ <- θ + meta_step · mean_t(φ_t - θ)"))
+    outer_optimizer: str = field(
+        default="interpolate",
+        metadata=_help("reptile: interpolate (meta_step) | adamw (an outer AdamW at outer_lr, "
+                       "scheduled, on the gradient Σ_t(θ - φ_t)/T, which moves θ towards the "
+                       "φ_t; inner steps then use a fresh AdamW per task at a constant lr)"))
+    outer_lr: float = field(
+        default=1e-4, metadata=_help("reptile with outer_optimizer=adamw: the outer lr"))
 
     def problems(self, prefix: str = "") -> list[str]:
         """Every inconsistent setting as a message (empty when all is well)."""
@@ -92,6 +115,17 @@ class RetrainSettings:
              f"{prefix}max_grad_norm must be > 0 or none, got {self.max_grad_norm}"),
             (self.inner_steps >= 1, f"{prefix}inner_steps must be >= 1, got {self.inner_steps}"),
             (self.meta_step > 0, f"{prefix}meta_step must be > 0, got {self.meta_step}"),
+            (self.task_order in TASK_ORDERS,
+             f"unknown {prefix}task_order {self.task_order!r}; choose from "
+             + ", ".join(TASK_ORDERS)),
+            (self.head_init in HEAD_INITS,
+             f"unknown {prefix}head_init {self.head_init!r}; choose from " + ", ".join(HEAD_INITS)),
+            (self.schedule_stretch >= 1.0,
+             f"{prefix}schedule_stretch must be >= 1, got {self.schedule_stretch}"),
+            (self.outer_optimizer in OUTER_OPTIMIZERS,
+             f"unknown {prefix}outer_optimizer {self.outer_optimizer!r}; choose from "
+             + ", ".join(OUTER_OPTIMIZERS)),
+            (self.outer_lr > 0, f"{prefix}outer_lr must be > 0, got {self.outer_lr}"),
         ]
         return [message for ok, message in checks if not ok]
 

@@ -25,17 +25,22 @@ from torch import nn
 
 from metanb.errors import MetanbError
 from metanb.lora.model import replace_module
+from metanb.seeding import derive_seed
 
 
 class TaskHeads(nn.Module):
     """T copies of one head; example i of a batch goes through head ``task_ids[i]``."""
 
-    def __init__(self, head: nn.Module, num_tasks: int, name: str = "") -> None:
+    def __init__(self, head: nn.Module, num_tasks: int, name: str = "",
+                 fresh_seed: int | None = None) -> None:
         super().__init__()
         if num_tasks < 1:
             raise MetanbError(f"num_tasks must be at least 1, got {num_tasks}")
         self.name, self.num_tasks = name, num_tasks
         self.heads = nn.ModuleList(copy.deepcopy(head) for _ in range(num_tasks))
+        if fresh_seed is not None:
+            for task, copied in enumerate(self.heads):
+                reinitialise(copied, derive_seed(fresh_seed, "task-head", task))
         self.original = [head]  # kept out of the module tree: not trained, not saved
         self.task_ids: torch.Tensor | None = None
 
@@ -60,15 +65,29 @@ class TaskHeads(nn.Module):
         return out
 
 
-def add_task_heads(model: nn.Module, name: str, num_tasks: int) -> TaskHeads:
-    """Replace module ``name`` of ``model`` by T trainable copies of it, in place."""
+def reinitialise(module: nn.Module, seed: int) -> None:
+    """Every submodule's own ``reset_parameters`` (PyTorch's default initialisation, what a
+    head built anew gets), seeded; the caller's global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            reset = getattr(sub, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def add_task_heads(model: nn.Module, name: str, num_tasks: int,
+                   fresh_seed: int | None = None) -> TaskHeads:
+    """Replace module ``name`` of ``model`` by T trainable copies of it, in place; with
+    ``fresh_seed`` each copy is re-initialised (seeded per task), as the official
+    MultiHeadClassifier builds T new heads instead of copying the pretrained one."""
     try:
         head = model.get_submodule(name)
     except AttributeError:
         children = [n for n, _ in model.named_children()]
         raise MetanbError(f"the model has no module {name!r} to use as its head; its top-level "
                           f"modules are {children}") from None
-    heads = TaskHeads(head, num_tasks, name)
+    heads = TaskHeads(head, num_tasks, name, fresh_seed)
     replace_module(model, name, heads)
     return heads
 

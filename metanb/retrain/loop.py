@@ -38,10 +38,10 @@ from metanb.lora import (
 from metanb.retrain.checkpoint import Checkpoint
 from metanb.retrain.config import RetrainConfig
 from metanb.retrain.heads import add_task_heads, remove_task_heads, task_heads, use_task_heads
-from metanb.retrain.methods import RetrainMethod, get_method, missing_heads
+from metanb.retrain.methods import RetrainMethod, get_method, missing_heads, scheduled_lr
 from metanb.retrain.optim import TaskAdamW, make_optimizer
 from metanb.retrain.precision import Precision
-from metanb.retrain.streams import Batch, TaskStreams, mix_batches, step_tasks
+from metanb.retrain.streams import Batch, TaskStreams, mix_batches, step_tasks, turn_order
 from metanb.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -103,8 +103,10 @@ class StepContext:
         stack.enter_context(use_task_heads(self.model, ids))
         return stack
 
-    def update(self, task_ids: Sequence[int]) -> torch.Tensor:
-        """One optimiser update on mixed batches of ``task_ids`` (``grad_accum`` micro-batches).
+    def update(self, task_ids: Sequence[int], optimizer: TaskAdamW | None = None
+               ) -> torch.Tensor:
+        """One optimiser update on mixed batches of ``task_ids`` (``grad_accum`` micro-batches),
+        by the loop's optimiser or ``optimizer`` (Reptile's inner one).
 
         Returns the mean micro-batch loss (detached). With adapters, each example of the mixed
         batch goes through its own task's adapter; forward *and* backward run inside
@@ -123,13 +125,14 @@ class StepContext:
                         loss = model(**batch).loss
                     self.precision.backward(loss / n)
             losses.append(loss.detach().float())
-        self.precision.unscale(self.optimizer)
+        opt = optimizer or self.optimizer
+        self.precision.unscale(opt)
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
-        self.optimizer.set_tasks(task_ids if self.routed else None)
-        self.precision.step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
+        opt.set_tasks(task_ids if self.routed else None)
+        self.precision.step(opt)
+        opt.zero_grad(set_to_none=True)
         return torch.stack(losses).mean()
 
 
@@ -150,15 +153,18 @@ def uses_heads(method: RetrainMethod, config: RetrainConfig) -> bool:
     return bool(config.task_heads) and method.task_heads != "never"
 
 
-def linear_warmup_decay(steps: int, warmup: float) -> Callable[[int], float]:
+def linear_warmup_decay(steps: int, warmup: float, stretch: float = 1.0
+                        ) -> Callable[[int], float]:
     """lr factor: up linearly over ``ceil(warmup * steps)`` steps (the first step at
-    1/(warm+1), never 0, so no step is wasted), then linearly down to 0."""
+    1/(warm+1), never 0, so no step is wasted), then linearly down towards 0 at step
+    ``stretch * steps`` (1: 0 at the end; > 1 stops short of 0, as the official --sm does)."""
     warm = math.ceil(warmup * steps)
+    end = stretch * steps
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / (warm + 1)
-        return max(0.0, (steps - step) / max(1, steps - warm))
+        return max(0.0, (end - step) / max(1, end - warm))
 
     return factor
 
@@ -287,13 +293,14 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
     if method.task_adapters:
         add_multi_lora(model, config.lora_config(len(tasks)))
     if heads:
-        add_task_heads(model, config.task_heads, len(tasks))
+        add_task_heads(model, config.task_heads, len(tasks),
+                       config.seed if config.head_init == "fresh" else None)
     if not any(p.requires_grad for p in model.parameters()):
         raise MetanbError("the model has no trainable parameters (all requires_grad=False)")
     model.to(device)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    optimizer = make_optimizer(model, scheduled_lr(config), config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_warmup_decay(config.steps, config.warmup))
+        optimizer, linear_warmup_decay(config.steps, config.warmup, config.schedule_stretch))
     wrapped = acc.prepare_model(model, device_placement=False)
     streams = TaskStreams(tasks, acc.process_index, acc.num_processes)
     history: list[dict[str, Any]] = []
@@ -319,8 +326,9 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
     # flood of them overflows the output channel (Jupyter drops messages past its high-water mark)
     bar = tqdm(total=config.steps, initial=start, desc=config.method, mininterval=1.0,
                disable=not progress or not acc.is_main_process)
+    order = turn_order(method.turns, tasks) if config.task_order == "in-turn" else None
     for step in range(start, config.steps):
-        ids = step_tasks(config, len(tasks), step)
+        ids = step_tasks(config, len(tasks), step, order)
         reseed(config.seed, acc.process_index, step)
         lr = scheduler.get_last_lr()[0]
         ctx.examples = 0

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from metanb.errors import MetanbError
+from metanb.retrain.optim import make_optimizer
 
 if TYPE_CHECKING:
+    from metanb.retrain.config import RetrainConfig
     from metanb.retrain.loop import StepContext
 
 StepFn = Callable[["StepContext", Sequence[int]], torch.Tensor]
@@ -33,6 +35,9 @@ class RetrainMethod:
     task_adapters: bool = False
     task_heads: str = "never"  # per-task heads (config.task_heads): never | optional | required
     label: str = ""  # how tables and figures name it; the name when empty
+    # task_order in-turn: the official loop's order (streams.turn_order): blocks | round-robin |
+    # tasks (each task once an epoch)
+    turns: str = "round-robin"
     color: str | None = None  # its colour in every figure (None: one from the book's palette)
 
     @property
@@ -83,30 +88,54 @@ def joint_step(ctx: StepContext, task_ids: Sequence[int]) -> torch.Tensor:
     return ctx.update(task_ids)
 
 
+def scheduled_lr(config: RetrainConfig) -> float:
+    """The peak lr of the loop's scheduled optimiser: Reptile's outer AdamW's (outer_lr) when
+    it has one, else the run's lr."""
+    adamw = config.method == "reptile" and config.outer_optimizer == "adamw"
+    return config.outer_lr if adamw else config.lr
+
+
 def reptile_step(ctx: StepContext, task_ids: Sequence[int]) -> torch.Tensor:
     """Reptile (batched, first order): from θ, run ``inner_steps`` updates on each task alone
-    to reach φ_t, then move θ <- θ + meta_step · mean_t (φ_t - θ) (towards the tasks' solutions:
-    the correct sign). The inner updates share one AdamW whose moments persist across tasks."""
+    to reach φ_t, then move θ towards the tasks' solutions (the correct sign).
+
+    ``outer_optimizer`` interpolate: θ <- θ + meta_step · mean_t (φ_t - θ); the inner updates
+    share the loop's AdamW, whose moments persist across tasks. adamw (the official
+    convai/reptile.py): the inner updates use a fresh AdamW per task at a constant ``lr``; the
+    loop's AdamW (at ``outer_lr``, scheduled) takes one step on the gradient Σ_t (θ - φ_t) / T
+    (T the number of retraining tasks, as reptile.py divides), which descends towards the φ_t.
+    """
+    config = ctx.config
+    adamw = config.outer_optimizer == "adamw"
     params = [p for p in ctx.model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
     pull = [torch.zeros_like(p) for p in params]
     losses = []
     for task in task_ids:
-        for _ in range(ctx.config.inner_steps):
-            losses.append(ctx.update([task]))
+        inner = make_optimizer(ctx.model, config.lr, config.weight_decay) if adamw else None
+        for _ in range(config.inner_steps):
+            losses.append(ctx.update([task], inner))
         with torch.no_grad():
             for p, s, d in zip(params, start, pull, strict=True):
                 d.add_(p - s)
                 p.copy_(s)
-    with torch.no_grad():
-        for p, s, d in zip(params, start, pull, strict=True):
-            p.copy_(s + ctx.config.meta_step / len(task_ids) * d)
+    if adamw:
+        num_tasks = len(ctx.streams.streams)
+        for p, d in zip(params, pull, strict=True):
+            p.grad = d.neg_().div_(num_tasks)
+        ctx.optimizer.set_tasks(None)
+        ctx.optimizer.step()
+        ctx.optimizer.zero_grad(set_to_none=True)
+    else:
+        with torch.no_grad():
+            for p, s, d in zip(params, start, pull, strict=True):
+                p.copy_(s + config.meta_step / len(task_ids) * d)
     return torch.stack(losses).mean()
 
 
 register_method(RetrainMethod(
     "standard", "SR: the pooled tasks, all weights, no adapters", joint_step,
-    label="SR (standard retraining)", color="#d95f02"))
+    label="SR (standard retraining)", color="#d95f02", turns="blocks"))
 register_method(RetrainMethod(
     "lora-ml", "LoRA-ML: base + one LoRA adapter per task, jointly, one forward per mixed batch",
     joint_step, task_adapters=True, task_heads="optional", label="LoRA-ML", color="#1b9e77"))
@@ -115,4 +144,4 @@ register_method(RetrainMethod(
     joint_step, task_heads="required", label="last-layer-ML", color="#e7298a"))
 register_method(RetrainMethod(
     "reptile", "Reptile: inner steps on one task, outer interpolation (first order)",
-    reptile_step, label="Reptile", color="#7570b3"))
+    reptile_step, label="Reptile", color="#7570b3", turns="tasks"))

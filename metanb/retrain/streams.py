@@ -10,7 +10,7 @@ DataLoaders with a seeded generator) for exact resumption.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import torch
@@ -122,8 +122,38 @@ def mix_batches(batches: Sequence[Batch], task_ids: Sequence[int]
     return mixed, ids
 
 
-def step_tasks(config: RetrainConfig, num_tasks: int, step: int) -> list[int]:
-    """The tasks mixed at ``step``: all of them, or a fresh seeded subset when capped.
+def turn_order(turns: str, tasks: Sequence[Iterable[Batch]]) -> list[int]:
+    """One epoch of task-ordering ``in-turn``: the task of each step, as the official loops take
+    them (jacob-block/peft-ml, convai/).
+
+    ``turns`` is the method's (:attr:`metanb.retrain.methods.RetrainMethod.turns`): ``blocks``
+    (standard.py: every batch of task 0, then of task 1, ...); ``round-robin`` (lora-ml.py,
+    last-layer-ml.py: one batch of each task in turn; a task found out of batches leaves the
+    turn and the round restarts at task 0, so each task gives all its batches once); ``tasks``
+    (reptile.py: each task once). Tasks without a length count as one batch.
+    """
+    sizes = [len(t) if turns != "tasks" and isinstance(t, Sized) else 1 for t in tasks]
+    if turns == "blocks":
+        return [t for t, n in enumerate(sizes) for _ in range(n)]
+    order: list[int] = []
+    used, live = [0] * len(sizes), [True] * len(sizes)
+    while any(live):
+        for t, n in enumerate(sizes):
+            if not live[t]:
+                continue
+            if used[t] == n:
+                live[t] = False
+                break
+            used[t] += 1
+            order.append(t)
+    return order
+
+
+def step_tasks(config: RetrainConfig, num_tasks: int, step: int,
+               order: Sequence[int] | None = None) -> list[int]:
+    """The tasks mixed at ``step``: all of them, or, when capped, a fresh seeded subset
+    (``task_order`` random) or the next ones of ``order`` (in-turn: one epoch of
+    :func:`turn_order`, repeated; 0, 1, ..., T - 1 without one).
 
     A function of (seed, step) alone, so a resumed run draws exactly what the original would,
     and every process of a data-parallel run draws the same.
@@ -131,5 +161,8 @@ def step_tasks(config: RetrainConfig, num_tasks: int, step: int) -> list[int]:
     k = min(num_tasks, config.tasks_per_step or MAX_DEFAULT_TASKS_PER_STEP)
     if k == num_tasks:
         return list(range(num_tasks))
+    if config.task_order == "in-turn":
+        turn = list(order) if order else list(range(num_tasks))
+        return sorted({turn[(step * k + i) % len(turn)] for i in range(k)})
     g = torch.Generator().manual_seed(derive_seed(config.seed, "step-tasks", step))
     return sorted(torch.randperm(num_tasks, generator=g)[:k].tolist())
