@@ -15,7 +15,7 @@ from metanb.experiments.profiles import load_profile
 from metanb.models import random_multiple_choice_batches, tiny_roberta
 from metanb.retrain import RetrainConfig, linear_warmup_decay, retrain, step_tasks
 from metanb.retrain.heads import add_task_heads
-from metanb.retrain.streams import turn_order
+from metanb.retrain.streams import schedule_length, turn_order
 
 VOCAB = 40
 FAST = dict(rank=2, lr=1e-2, progress=False, device="cpu")
@@ -117,6 +117,22 @@ def test_a_stretched_schedule_ends_above_zero_by_the_formula(model):
         [1e-2 * factor(s) for s in range(steps)])
 
 
+def test_the_largest_task_unit_sizes_the_schedule_as_the_official_scripts(model):
+    tasks = sized_tasks((3, 1, 2))  # 6 batches an epoch, the largest task has 3
+    config = RetrainConfig(steps=12, schedule_unit="largest-task")
+    assert schedule_length(config, "round-robin", tasks) == 6.0  # len(loader_0) x 2 epochs
+    assert schedule_length(config, "tasks", tasks) == 12.0  # reptile.py: T x epochs = steps
+    assert schedule_length(RetrainConfig(steps=12), "round-robin", tasks) == 12.0
+    factor = linear_warmup_decay(12, 0.1, 2.0, unit=6.0)  # warm = ceil(0.6), end at step 12
+    assert [factor(s) for s in (0, 1, 11)] == pytest.approx([1 / 2, 11 / 11, 1 / 11])
+    res = retrain(model, tasks, method="lora-ml", steps=12, tasks_per_step=1,
+                  task_order="in-turn", warmup=0.1, schedule_stretch=2.0,
+                  schedule_unit="largest-task", **FAST)
+    assert [h["lr"] for h in res.history] == pytest.approx([1e-2 * factor(s) for s in range(12)])
+    with pytest.raises(MetanbError, match="schedule_unit largest-task needs tasks with a length"):
+        schedule_length(config, "round-robin", [iter(t) for t in tasks])
+
+
 # ---- (c) Reptile's outer AdamW ----------------------------------------------------------------
 
 class Quadratic(nn.Module):
@@ -161,6 +177,8 @@ def test_reptile_outer_adamw_moves_theta_towards_phi():
     (dict(schedule_stretch=0.5), "schedule_stretch must be >= 1, got 0.5"),
     (dict(outer_optimizer="sgd"), "unknown outer_optimizer 'sgd'; choose from interpolate, adamw"),
     (dict(outer_lr=0.0), "outer_lr must be > 0, got 0.0"),
+    (dict(schedule_unit="epochs"), "unknown schedule_unit 'epochs'; choose from steps, "
+     "largest-task"),
 ])
 def test_bad_values_are_one_line(kwargs, message):
     with pytest.raises(MetanbError, match=message):
@@ -170,10 +188,10 @@ def test_bad_values_are_one_line(kwargs, message):
 def test_the_settings_are_set_keys_and_the_paper_profile_uses_them():
     paper = load_profile("paper").validate()
     r = paper.retrain
-    assert (r.task_order, r.head_init, r.schedule_stretch, r.outer_optimizer, r.outer_lr) == (
-        "in-turn", "fresh", 6.67, "adamw", 1e-4)
+    assert (r.task_order, r.head_init, r.schedule_stretch, r.schedule_unit, r.outer_optimizer,
+            r.outer_lr) == ("in-turn", "fresh", 6.67, "largest-task", "adamw", 1e-4)
     with pytest.raises(MetanbError, match="unknown retrain.task_order 'x'"):
         load_profile("paper").override(["retrain.task_order=x"]).validate()
     quick = load_profile("quick").validate().retrain
-    assert (quick.task_order, quick.head_init, quick.schedule_stretch,
-            quick.outer_optimizer) == ("random", "copy", 1.0, "interpolate")
+    assert (quick.task_order, quick.head_init, quick.schedule_stretch, quick.schedule_unit,
+            quick.outer_optimizer) == ("random", "copy", 1.0, "steps", "interpolate")

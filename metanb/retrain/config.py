@@ -22,6 +22,7 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 TASK_ORDERS: tuple[str, ...] = ("random", "in-turn")
 HEAD_INITS: tuple[str, ...] = ("copy", "fresh")
 OUTER_OPTIMIZERS: tuple[str, ...] = ("interpolate", "adamw")
+SCHEDULE_UNITS: tuple[str, ...] = ("steps", "largest-task")
 # "all tasks per step, capped": a mixed batch of 8 task batches is already 8x a task batch
 MAX_DEFAULT_TASKS_PER_STEP = 8
 # retrain()'s historical keyword for ``r`` (PEFT's name); both are accepted
@@ -64,6 +65,12 @@ class RetrainSettings:
         default=1.0,
         metadata=_help("the linear decay aims at 0 at stretch x steps (1 = reaches 0 at the "
                        "end; the official scripts' --sm 6.67 never gets near 0)"))
+    schedule_unit: str = field(
+        default="steps",
+        metadata=_help("what warmup and schedule_stretch multiply: steps (the run's) | "
+                       "largest-task (the official SR / LoRA-ML / last-layer-ML scripts: the "
+                       "largest task's batches x epochs = steps x max batches / all batches; "
+                       "Reptile's stays steps, T x epochs, as reptile.py)"))
     weight_decay: float = field(
         default=0.0,
         metadata=_help("AdamW's decoupled decay; 0 so that nothing pulls the base off A*"))
@@ -126,6 +133,9 @@ class RetrainSettings:
              f"unknown {prefix}outer_optimizer {self.outer_optimizer!r}; choose from "
              + ", ".join(OUTER_OPTIMIZERS)),
             (self.outer_lr > 0, f"{prefix}outer_lr must be > 0, got {self.outer_lr}"),
+            (self.schedule_unit in SCHEDULE_UNITS,
+             f"unknown {prefix}schedule_unit {self.schedule_unit!r}; choose from "
+             + ", ".join(SCHEDULE_UNITS)),
         ]
         return [message for ok, message in checks if not ok]
 

@@ -41,7 +41,14 @@ from metanb.retrain.heads import add_task_heads, remove_task_heads, task_heads, 
 from metanb.retrain.methods import RetrainMethod, get_method, missing_heads, scheduled_lr
 from metanb.retrain.optim import TaskAdamW, make_optimizer
 from metanb.retrain.precision import Precision
-from metanb.retrain.streams import Batch, TaskStreams, mix_batches, step_tasks, turn_order
+from metanb.retrain.streams import (
+    Batch,
+    TaskStreams,
+    mix_batches,
+    schedule_length,
+    step_tasks,
+    turn_order,
+)
 from metanb.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -153,13 +160,15 @@ def uses_heads(method: RetrainMethod, config: RetrainConfig) -> bool:
     return bool(config.task_heads) and method.task_heads != "never"
 
 
-def linear_warmup_decay(steps: int, warmup: float, stretch: float = 1.0
-                        ) -> Callable[[int], float]:
-    """lr factor: up linearly over ``ceil(warmup * steps)`` steps (the first step at
+def linear_warmup_decay(steps: int, warmup: float, stretch: float = 1.0,
+                        unit: float | None = None) -> Callable[[int], float]:
+    """lr factor: up linearly over ``ceil(warmup * unit)`` steps (the first step at
     1/(warm+1), never 0, so no step is wasted), then linearly down towards 0 at step
-    ``stretch * steps`` (1: 0 at the end; > 1 stops short of 0, as the official --sm does)."""
-    warm = math.ceil(warmup * steps)
-    end = stretch * steps
+    ``stretch * unit`` (``unit`` = ``steps`` unless given; stretch 1: 0 at the end; > 1 stops
+    short of 0, as the official --sm does)."""
+    unit = steps if unit is None else unit
+    warm = math.ceil(warmup * unit)
+    end = stretch * unit
 
     def factor(step: int) -> float:
         if step < warm:
@@ -300,7 +309,8 @@ def _run(model: nn.Module, tasks: list[Iterable[Batch]], config: RetrainConfig,
     model.to(device)
     optimizer = make_optimizer(model, scheduled_lr(config), config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_warmup_decay(config.steps, config.warmup, config.schedule_stretch))
+        optimizer, linear_warmup_decay(config.steps, config.warmup, config.schedule_stretch,
+                                       schedule_length(config, method.turns, tasks)))
     wrapped = acc.prepare_model(model, device_placement=False)
     streams = TaskStreams(tasks, acc.process_index, acc.num_processes)
     history: list[dict[str, Any]] = []

@@ -149,6 +149,21 @@ def turn_order(turns: str, tasks: Sequence[Iterable[Batch]]) -> list[int]:
     return order
 
 
+def schedule_length(config: RetrainConfig, turns: str, tasks: Sequence[Iterable[Batch]]
+                    ) -> float:
+    """The steps that ``warmup`` and ``schedule_stretch`` multiply: the run's, or (unit
+    largest-task, methods that take a step per task batch) the largest task's share of them,
+    as the official scripts size the schedule by task 0, their largest (conv_utils.py sorts the
+    clusters by size): ``len(loader_0) * epochs``."""
+    if config.schedule_unit == "steps" or turns == "tasks":
+        return float(config.steps)
+    sizes = [len(t) for t in tasks if isinstance(t, Sized)]
+    if len(sizes) != len(tasks) or not sum(sizes):
+        raise MetanbError("schedule_unit largest-task needs tasks with a length (lists or "
+                          "DataLoaders); use schedule_unit steps")
+    return config.steps * max(sizes) / sum(sizes)
+
+
 def step_tasks(config: RetrainConfig, num_tasks: int, step: int,
                order: Sequence[int] | None = None) -> list[int]:
     """The tasks mixed at ``step``: all of them, or, when capped, a fresh seeded subset
