@@ -219,6 +219,11 @@ class FinetuneConfig:
                        "without adapters at every rank. false = every base at every "
                        "finetune.ranks (our decoupled question)"))
     lr: float = field(default=1e-3, metadata=_help("fine-tuning learning rate"))
+    schedule_stretch: float = field(
+        default=1.0,
+        metadata=_help("the linear schedule decays towards 0 at stretch x the fine-tuning "
+                       "steps (1: 0 at the last step; > 1 stops short of 0, the official "
+                       "--sm)"))
     batch_size: int = field(default=8, metadata=_help("fine-tuning batch size"))
     eval_batch_size: int = field(default=32, metadata=_help("evaluation batch size"))
 
@@ -391,6 +396,8 @@ class ExperimentConfig:
                               "paper's cross-encoder never sees the persona)")
         if f.lora_alpha is not None and not f.lora_alpha > 0:
             raise MetanbError(f"finetune.lora_alpha must be > 0 or none, got {f.lora_alpha}")
+        if not f.schedule_stretch >= 1.0:
+            raise MetanbError(f"finetune.schedule_stretch must be >= 1, got {f.schedule_stretch}")
 
     # ---- grid helpers ------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

@@ -398,7 +398,7 @@ def adapt_and_score(model: Any, spec: FinetuneSpec, task: HeldoutTask,
                if f.epochs is not None else None)
     head = _head_name(model, config)
     loop = {"device": config.device, "weight_decay": f.weight_decay,
-            "max_grad_norm": f.max_grad_norm}
+            "max_grad_norm": f.max_grad_norm, "schedule_stretch": f.schedule_stretch}
     if spec.kind == "lora":
         adapted = finetune_lora(
             model, task.support, rank=spec.rank,
