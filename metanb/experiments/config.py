@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -228,31 +229,60 @@ class FinetuneConfig:
     eval_batch_size: int = field(default=32, metadata=_help("evaluation batch size"))
 
 
-@dataclass
-class ExperimentConfig:
-    experiment: str = field(default="convai2", metadata=_help("experiment name"))
-    profile: str | None = field(default=None, metadata=_help("profile this config came from"))
-    seeds: list[int] = field(default_factory=lambda: [0], metadata=_help("run seeds (grid axis)"))
-    device: str = field(
-        default="auto",
-        metadata=_help("auto (GPU if any; each process's own under accelerate launch) | cpu | "
-                       "cuda"),
-    )
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    tasks: TaskConfig = field(default_factory=TaskConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    retrain: RetrainGridConfig = field(default_factory=RetrainGridConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+S = TypeVar("S", bound="Settings")
+R = TypeVar("R")
 
-    # ---- conversions -------------------------------------------------------------------
+# the grid axes and runtime settings: runs that differ only in these may share a folder
+GRID_KEYS = ("profile", "seeds", "device", "retrain.methods", "retrain.ranks",
+             "retrain.checkpoint_every", "finetune.ranks", "finetune.head",
+             "finetune.match_retrain_rank")
+
+
+def setting_keys(cls: type) -> dict[str, str]:
+    """Every dotted key of the settings class ``cls``, with its help text."""
+    out: dict[str, str] = {}
+
+    def walk(kind: type, prefix: str) -> None:
+        hints = typing.get_type_hints(kind)
+        for f in dataclasses.fields(kind):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                out[f"{prefix}{f.name}"] = f.metadata.get("help", "")
+
+    walk(cls, "")
+    return out
+
+
+def _own_keys(cls: type, action: Callable[[], R]) -> R:
+    """Run ``action``; an unknown-key error is re-worded with ``cls``'s keys as the hint."""
+    try:
+        return action()
+    except MetanbError as exc:
+        found = re.match(r"unknown config key '([^']*)'", str(exc))
+        if found is None:
+            raise
+        key = found.group(1)
+        keys = setting_keys(cls)
+        near = [k for k in keys if k.split(".")[-1] == key.split(".")[-1]]
+        hint = f"did you mean {', '.join(near)}?" if near else "valid keys: " + ", ".join(keys)
+        raise MetanbError(f"unknown config key {key!r}; {hint}") from None
+
+
+class Settings:
+    """Mixin for an experiment's root config dataclass (see the module docstring)."""
+
+    experiment: str
+    seeds: list[int]
+    device: str
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+    def from_dict(cls: type[S], raw: dict[str, Any]) -> S:
         """Build from a (possibly partial) nested dict; unknown keys are errors."""
-        return _build(cls, raw, prefix="")
+        return _own_keys(cls, lambda: _build(cls, raw, prefix=""))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -268,27 +298,56 @@ class ExperimentConfig:
         return atomic_write_text(path, self.to_json() if path.suffix == ".json" else self.to_yaml())
 
     @classmethod
-    def load(cls, path: str | Path) -> ExperimentConfig:
-        """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+    def load(cls: type[S], path: str | Path) -> S:
         return cls.from_dict(read_settings(path))
 
-    # ---- overrides ---------------------------------------------------------------------
-    def override(self, assignments: list[str] | dict[str, Any]) -> ExperimentConfig:
-        """A copy with dotted-key overrides, e.g. ``["retrain.steps=100", "seeds=[0,1]"]``.
+    def override(self: S, assignments: list[str] | dict[str, Any]) -> S:
+        """A copy with dotted-key overrides (``["retrain.epochs=5", "seeds=[1,2]"]``).
 
         String values are parsed by the field's type (``1e-4`` is a float, ``[1,4]`` or
         ``1,4`` a list, ``none`` is None), so the command line needs no quoting tricks.
         """
-        items = (
-            list(assignments.items()) if isinstance(assignments, dict)
-            else [_split_assignment(a) for a in assignments]
-        )
+        cls = type(self)
+        items = (list(assignments.items()) if isinstance(assignments, dict)
+                 else [_split_assignment(a) for a in assignments])
         raw = self.to_dict()
         for key, value in items:
-            section, name = _locate(raw, key)
-            kind = _field_type(ExperimentConfig, key)
+            section, name = _own_keys(cls, lambda key=key: _locate(raw, key))
+            kind = _field_type(cls, key)
             section[name] = _coerce(value, kind, key) if isinstance(value, str) else value
-        return ExperimentConfig.from_dict(raw)
+        return cls.from_dict(raw)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change results: everything but :data:`GRID_KEYS`."""
+        raw = self.to_dict()
+        for key in GRID_KEYS:
+            *path, name = key.split(".")
+            section = raw
+            for part in path:
+                section = section.get(part, {})
+            section.pop(name, None)
+        return raw
+
+    def validate(self: S) -> S:  # pragma: no cover - every experiment overrides it
+        raise NotImplementedError
+
+
+@dataclass
+class ExperimentConfig(Settings):
+    experiment: str = field(default="convai2", metadata=_help("experiment name"))
+    profile: str | None = field(default=None, metadata=_help("profile this config came from"))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=_help("run seeds (grid axis)"))
+    device: str = field(
+        default="auto",
+        metadata=_help("auto (GPU if any; each process's own under accelerate launch) | cpu | "
+                       "cuda"),
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    retrain: RetrainGridConfig = field(default_factory=RetrainGridConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     # ---- validation --------------------------------------------------------------------
     def validate(self) -> ExperimentConfig:
@@ -399,24 +458,6 @@ class ExperimentConfig:
         if not f.schedule_stretch >= 1.0:
             raise MetanbError(f"finetune.schedule_stretch must be >= 1, got {f.schedule_stretch}")
 
-    # ---- grid helpers ------------------------------------------------------------------
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that change results, i.e. everything but the grid axes and runtime.
-
-        Two runs may share an output folder (and extend its grid with more seeds, methods or
-        ranks) exactly when their fingerprints agree.
-        """
-        raw = self.to_dict()
-        for key in ("profile", "seeds", "device"):
-            raw.pop(key)
-        raw["retrain"].pop("methods")
-        raw["retrain"].pop("ranks")
-        raw["retrain"].pop("checkpoint_every")
-        raw["finetune"].pop("ranks")
-        raw["finetune"].pop("head")
-        raw["finetune"].pop("match_retrain_rank")
-        return raw
-
 
 def read_settings(path: str | Path) -> dict[str, Any]:
     """The nested mapping of settings in a YAML/JSON file (possibly partial)."""
@@ -454,18 +495,7 @@ def check_persona_count(retrain: int, heldout: int, available: int, where: str) 
 
 def config_keys() -> dict[str, str]:
     """Every dotted key ``--set`` accepts, with its help text (for the CLI's error messages)."""
-    out: dict[str, str] = {}
-
-    def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{prefix}{f.name}.")
-            else:
-                out[f"{prefix}{f.name}"] = f.metadata.get("help", "")
-
-    walk(ExperimentConfig, "")
-    return out
+    return setting_keys(ExperimentConfig)
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
