@@ -30,6 +30,14 @@ class Killed(BaseException):
     pass
 
 
+def dies_after_one(cell, specs, ctx):
+    """convai2's cell, killed between its first and second evaluation."""
+    for i, result in enumerate(convai2_cell(cell, specs, ctx)):
+        if i == 1:
+            raise Killed
+        yield result
+
+
 def toy(*more: str) -> ExperimentConfig:
     return ExperimentConfig().override(TOY + list(more)).validate()
 
@@ -84,12 +92,6 @@ def test_kill_right_after_a_retraining_checkpoint(tmp_path: Path, reference, mon
 
 
 def test_kill_between_two_evaluations(tmp_path: Path, reference) -> None:
-    def dies_after_one(cell, specs, ctx):
-        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
-            if i == 1:
-                raise Killed
-            yield result
-
     with pytest.raises(Killed):
         run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
     assert (tmp_path / "work" / "standard-seed0" / "base.pt").exists()
@@ -152,12 +154,6 @@ def test_a_cell_resumed_without_its_base_is_rerun_whole_on_one_base(tmp_path: Pa
     """Killed between two evaluations, then resumed from a checkout without the work folder
     (how book/results/quick got two bases in one cell): the cell is re-run whole, and the
     fresh retraining is bit-identical to the reference (same sha256)."""
-    def dies_after_one(cell, specs, ctx):
-        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
-            if i == 1:
-                raise Killed
-            yield result
-
     with pytest.raises(Killed):
         run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
     shutil.rmtree(tmp_path / "work")
@@ -169,12 +165,6 @@ def test_a_cell_resumed_without_its_base_is_rerun_whole_on_one_base(tmp_path: Pa
 
 
 def test_a_saved_base_that_changed_is_refused(tmp_path: Path) -> None:
-    def dies_after_one(cell, specs, ctx):
-        for i, result in enumerate(convai2_cell(cell, specs, ctx)):
-            if i == 1:
-                raise Killed
-            yield result
-
     with pytest.raises(Killed):
         run_grid(toy(), tmp_path, cell_fn=dies_after_one, progress=False)
     path = tmp_path / "work" / "standard-seed0" / "base.pt"
