@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
+from metanb.errors import MetanbError
 from metanb.experiments.config import ExperimentConfig
 from metanb.experiments.grid import grid_cells
 from metanb.experiments.profiles import load_profile
 from metanb.experiments.runner import BASE_FILE, WORK_DIR, run_grid
+from metanb.io import atomic_write
+
+
+def _copy(source: Path, dest: Path) -> None:
+    """Copy a saved base atomically: an interrupted sweep never leaves half a checkpoint."""
+    with source.open("rb") as src:
+        atomic_write(dest, lambda out: shutil.copyfileobj(src, out))
 
 
 def main() -> None:
@@ -34,22 +43,29 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    base: ExperimentConfig = load_profile(args.profile).override(args.sets)
-    store = args.root / WORK_DIR  # ignored by git (book/results/**/work/)
-    for n in args.sizes:
-        config = base.override({"tasks.support": n}).validate()
-        out = args.root / f"n{n:02d}"
+    try:
+        base: ExperimentConfig = load_profile(args.profile).override(args.sets)
+        configs = {n: base.override({"tasks.support": n}).validate() for n in args.sizes}
+        sweep(args.root, configs)
+    except MetanbError as exc:  # one line, exit 2, as the package's own CLI
+        print(f"support_sweep.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def sweep(root: Path, configs: dict[int, ExperimentConfig]) -> None:
+    """Run one folder per support size, each (method, seed) base retrained once."""
+    store = root / WORK_DIR  # ignored by git (book/results/**/work/)
+    for n, config in configs.items():
+        out = root / f"n{n:02d}"
         for cell in grid_cells(config):
             saved, there = store / cell.name / BASE_FILE, out / WORK_DIR / cell.name / BASE_FILE
             if saved.exists() and not there.exists():
-                there.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(saved, there)
+                _copy(saved, there)
         run_grid(config, out, progress=False, keep_work=True, log=print)
         for cell in grid_cells(config):
             saved, there = store / cell.name / BASE_FILE, out / WORK_DIR / cell.name / BASE_FILE
             if there.exists() and not saved.exists():
-                saved.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(there, saved)
+                _copy(there, saved)
             shutil.rmtree(out / WORK_DIR / cell.name, ignore_errors=True)
 
 
