@@ -54,6 +54,21 @@ def test_split_tasks_is_disjoint_seeded_and_sized():
     assert len(rest) == 4 and rest[:3] == heldout
 
 
+def test_nested_split_fixes_the_heldout_personas_across_T():
+    tasks = make_tasks(12)
+    splits = {T: split_tasks(tasks, retrain=T, heldout=4, seed=3, nested=True) for T in (1, 4, 8)}
+    keys = {T: ([t.key for t in r], [t.key for t in h]) for T, (r, h) in splits.items()}
+    assert keys[1][1] == keys[4][1] == keys[8][1]  # the same new personas for every T
+    assert keys[4][0] == keys[8][0][:4] and keys[1][0] == keys[4][0][:1]  # nested retraining sets
+    assert not set(keys[8][0]) & set(keys[8][1])
+    # the default (unnested) split moves the new personas when T changes
+    assert [t.key for t in split_tasks(tasks, 4, 4, seed=3)[1]] != [
+        t.key for t in split_tasks(tasks, 8, 4, seed=3)[1]]
+    assert split_tasks(tasks, 8, 4, seed=4, nested=True)[1] != splits[8][1]
+    with pytest.raises(MetanbError, match="nested=True needs"):
+        split_tasks(tasks, retrain=4, nested=True)
+
+
 def test_split_tasks_refuses_more_personas_than_exist():
     with pytest.raises(MetanbError, match="only 10 are available"):
         split_tasks(make_tasks(10), retrain=8, heldout=3)

@@ -147,3 +147,17 @@ def test_offline_environment_picks_quick(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_reachable() is False
     assert choose_profile() == "quick"
+
+
+def test_nested_setting_fixes_the_new_personas_of_a_T_sweep():
+    from metanb.experiments.pipeline import load_dialogues, persona_split
+
+    def split(T: int, nested: bool):
+        config = load_profile("quick").override(
+            [f"tasks.retrain={T}", f"tasks.nested={str(nested).lower()}"]).validate()
+        retrain, heldout = persona_split(config, load_dialogues(config), seed=1)
+        return [t.key for t in retrain], [t.key for t in heldout]
+
+    (r4, h4), (r16, h16) = split(4, True), split(16, True)
+    assert h4 == h16 and len(h4) == 8 and r16[:4] == r4
+    assert split(4, False)[1] != split(16, False)[1]  # the committed runs' split moves them

@@ -135,6 +135,8 @@ def test_the_paper_profile_validates_its_own_requirements() -> None:
         paper("tasks.format=bi-encoder")
     with pytest.raises(MetanbError, match="needs retrain.task_heads"):
         paper("retrain.task_heads=none")
+    with pytest.raises(MetanbError, match="tasks.nested=true needs tasks.split=personas"):
+        paper("tasks.nested=true")
 
 
 def test_coupled_ranks_fine_tune_each_base_at_its_own_rank() -> None:

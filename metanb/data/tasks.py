@@ -127,14 +127,21 @@ def group_by_persona(dialogues: Iterable[Dialogue]) -> list[PersonaTask]:
 
 
 def split_tasks(
-    tasks: Sequence[PersonaTask], retrain: int, heldout: int | None = None, seed: int = 0
+    tasks: Sequence[PersonaTask], retrain: int, heldout: int | None = None, seed: int = 0,
+    nested: bool = False,
 ) -> tuple[list[PersonaTask], list[PersonaTask]]:
     """Draw disjoint retraining and held-out personas (a seeded shuffle, then two slices).
 
-    ``heldout=None`` keeps every persona not used for retraining.
+    ``heldout=None`` keeps every persona not used for retraining. ``nested=True`` takes the
+    held-out slice *first*: for one seed the new personas are then the same whatever
+    ``retrain`` is, and the retraining personas of a smaller T are a prefix of a larger T's,
+    so a sweep over T changes only the retraining set (the review's nested design). The
+    default takes the retraining slice first, as every committed run did.
     """
     if retrain < 0 or (heldout is not None and heldout < 0):
         raise MetanbError(f"retrain={retrain} and heldout={heldout} must not be negative")
+    if nested and heldout is None:
+        raise MetanbError("nested=True needs a number of held-out personas (heldout=...)")
     wanted = retrain + (heldout if heldout is not None else 0)
     if wanted > len(tasks):
         raise MetanbError(
@@ -144,6 +151,9 @@ def split_tasks(
     order = list(range(len(tasks)))
     random.Random(seed).shuffle(order)
     chosen = [tasks[i] for i in order]
+    if nested:
+        assert heldout is not None
+        return chosen[heldout:heldout + retrain], chosen[:heldout]
     end = len(tasks) if heldout is None else retrain + heldout
     return chosen[:retrain], chosen[retrain:end]
 

@@ -123,6 +123,11 @@ class TaskConfig:
         default="personas",
         metadata=_help("personas (a task is one persona, split at random per seed) | clusters "
                        "(the paper's: PAML's persona clusters from a Persona-Chat folder)"))
+    nested: bool = field(
+        default=False,
+        metadata=_help("split=personas: draw the held-out personas first, so for one seed they "
+                       "are the same for every tasks.retrain and a smaller T's retraining "
+                       "personas are a subset of a larger T's (a nested T sweep)"))
     validation_dialogues: int = field(
         default=3,
         metadata=_help("split=clusters: last dialogues of each retraining cluster held out for "
@@ -441,6 +446,9 @@ class ExperimentConfig(Settings):
         if t.split == "clusters" and (d.source != "parlai" or not d.path or d.path == "sample"):
             raise MetanbError("tasks.split=clusters needs data.source=parlai and data.path = a "
                               "Persona-Chat folder (python -m metanb data download --out FOLDER)")
+        if t.nested and t.split != "personas":
+            raise MetanbError("tasks.nested=true needs tasks.split=personas (the cluster cut is "
+                              "already the same for every seed)")
         if r.select == "validation" and (t.split != "clusters" or r.epochs is None):
             raise MetanbError("retrain.select=validation needs tasks.split=clusters (the "
                               "retraining validation dialogues) and retrain.epochs (one score "

@@ -87,7 +87,8 @@ def persona_split(config: ExperimentConfig, dialogues: Any, seed: int
                   ) -> tuple[list[Any], list[Any]]:
     """(retraining tasks, new tasks) for a run seed.
 
-    ``tasks.split=personas``: one persona per task, split at random by the seed.
+    ``tasks.split=personas``: one persona per task, split at random by the seed (with
+    ``tasks.nested``, the new personas do not depend on ``tasks.retrain``).
     ``tasks.split=clusters``: the paper's cut, the same for every seed: the largest train
     clusters (their last ``validation_dialogues`` held out for retraining validation) and the
     largest valid clusters (their last ``query_dialogues`` as the query set).
@@ -102,7 +103,7 @@ def persona_split(config: ExperimentConfig, dialogues: Any, seed: int
                           query_dialogues=t.query_dialogues))
     tasks = group_by_persona(dialogues)
     check_persona_count(t.retrain, t.heldout, len(tasks), f"the {config.data.source} data")
-    return split_tasks(tasks, retrain=t.retrain, heldout=t.heldout, seed=seed)
+    return split_tasks(tasks, retrain=t.retrain, heldout=t.heldout, seed=seed, nested=t.nested)
 
 
 @dataclass
