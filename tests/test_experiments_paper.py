@@ -120,6 +120,11 @@ def test_tiny_paper_run_writes_every_method_with_last_below_best(tmp_path: Path)
     steps = {r["method"]: r["retrain_steps"] for r in records}
     # one step per task batch (3 tasks, 1 batch each), Reptile one step per task
     assert steps == {"standard": 3, "lora-ml": 3, "last-layer-ml": 3, "reptile": 3}
+    # compute beside accuracy: every method sees each retraining example once an epoch,
+    # Reptile 20 times (inner_steps: 20 updates on each task batch)
+    seen = {r["method"]: r["retrain_examples"] for r in records}
+    assert seen["standard"] > 0 and seen["reptile"] == 20 * seen["standard"]
+    assert seen["lora-ml"] == seen["last-layer-ml"] == seen["standard"]
 
 
 # ---- the design's pieces -------------------------------------------------------------------

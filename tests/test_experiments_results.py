@@ -21,6 +21,8 @@ from metanb.experiments.results import (
     format_sweep,
     format_table,
     gains_by_tasks,
+    growth,
+    growth_table,
     load_run,
     paired_differences,
     paired_gain,
@@ -431,3 +433,32 @@ def test_a_sweep_over_the_support_size_is_reported_by_n(tmp_path: Path) -> None:
     assert set(report_json(runs)["gain_vs_n"]) == {4, 16}
     with pytest.raises(MetanbError, match="must differ in tasks.support"):
         gains_by_support([runs[0], runs[0]])
+
+
+def test_growth_across_a_nested_sweep_is_paired_by_seed(tmp_path: Path) -> None:
+    personas = {"p1": 0.0, "p2": 0.0}
+
+    def at(T: int) -> list[dict]:  # SR gains 0.1 per doubling of T, LoRA-ML 0.2 (+0.01 seed)
+        k = {2: 0, 4: 1, 8: 2}[T]
+        return [{**persona_rec("standard", s, "4", personas), "accuracy": 0.3 + 0.1 * k}
+                for s in range(3)] + [
+                {**persona_rec("lora-ml", s, "4", personas, 4),
+                 "accuracy": 0.3 + (0.2 + 0.01 * s) * k} for s in range(3)]
+
+    for T in (8, 2, 4):
+        write_run(tmp_path / f"T{T}", T, at(T))
+    by_T = {run.config.tasks.retrain: run for run in find_runs(tmp_path)}
+    assert growth(by_T, "lora-ml", "4", 2, 8) == pytest.approx({0: 0.4, 1: 0.42, 2: 0.44})
+    lines = growth_table(by_T, "4", "T").splitlines()
+    assert lines[0].startswith("accuracy after fine-tuning '4' gained from T = a to T = b")
+    assert lines[1].split()[:4] == ["a", "→", "b", "SR"]
+    assert lines[3].split()[:4] == ["2", "→", "4", "+0.100"]
+    assert lines[5].split()[:4] == ["2", "→", "8", "+0.200"]  # the first → last row
+    assert lines[5].split()[-1] == "3/3"  # LoRA-ML grew more than SR in every seed
+    # a sweep whose seeds see other held-out personas at another T is refused
+    moved = [{**r, "accuracy_per_persona": {"p3": 0.0}} for r in at(4)]
+    write_run(tmp_path / "moved" / "T4", 4, moved)
+    write_run(tmp_path / "moved" / "T2", 2, at(2))
+    by_T = {run.config.tasks.retrain: run for run in find_runs(tmp_path / "moved")}
+    with pytest.raises(MetanbError, match="not paired by seed .* tasks.nested=true"):
+        growth_table(by_T, "4", "T")

@@ -546,7 +546,10 @@ def convai2_cell(cell: Cell, specs: list[FinetuneSpec], ctx: CellContext
                                progress=ctx.progress)
         model = res.model
         losses = [h["loss"] for h in res.history]
+        # compute beside accuracy: examples through a forward and backward pass (this
+        # process), Reptile's inner steps included, so methods compare at equal cost
         info = {**chosen, "retrain_wall_s": round(time.perf_counter() - start, 3),
+                "retrain_examples": sum(int(h["examples"]) for h in res.history),
                 "retrain_final_loss": float(losses[-1]) if losses else None,
                 "retrain_commit": git_commit(),
                 "base_sha256": state_dict_sha256(model.state_dict())}

@@ -9,7 +9,7 @@ first line what its cells are and over how many seeds.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -340,6 +340,69 @@ def gains_by_support(runs: Sequence[Run], method: str = "lora-ml", baseline: str
                           " found " + ", ".join(str(n) for n in ns))
     return {run.config.tasks.support: paired_gain(run.records, method, baseline)
             for run in sorted(runs, key=lambda r: r.config.tasks.support)}
+
+
+def accuracy_by_seed(records: Iterable[dict[str, Any]], method: str, label: str
+                     ) -> dict[int, float]:
+    """``{seed: accuracy}`` of ``method`` after fine-tuning ``label`` (its smallest
+    retraining rank when it ran several)."""
+    return {seed: acc for (lab, seed), acc in _by_label_seed(list(records), method).items()
+            if lab == label}
+
+
+def growth(by_value: Mapping[int, Run], method: str, label: str, a: int, b: int
+           ) -> dict[int, float]:
+    """Per seed: ``method``'s accuracy at sweep value ``b`` minus at ``a`` (e.g. T or n).
+
+    Only meaningful when a seed sees the same held-out personas at every value (a support
+    sweep, or a T sweep with ``tasks.nested``); :func:`growth_table` checks that."""
+    at_a = accuracy_by_seed(by_value[a].records, method, label)
+    at_b = accuracy_by_seed(by_value[b].records, method, label)
+    return {seed: at_b[seed] - at_a[seed] for seed in sorted(at_a) if seed in at_b}
+
+
+def same_heldout_personas(runs: Iterable[Run]) -> bool:
+    """Whether every run evaluates each seed on the same held-out personas (read off the
+    records' per-persona accuracies), so a difference across runs is paired by seed."""
+    seen: dict[int, set[frozenset[str]]] = defaultdict(set)
+    for run in runs:
+        for r in run.records:
+            seen[r["seed"]].add(frozenset(r.get("accuracy_per_persona", {})))
+    return all(len(v) == 1 for v in seen.values())
+
+
+def growth_table(by_value: Mapping[int, Run], label: str, axis: str,
+                 methods: tuple[str, str] = ("standard", "lora-ml")) -> str:
+    """What each step of a sweep bought each method at fine-tuning ``label``: per seed the
+    accuracy at ``b`` minus at ``a``, for consecutive values and first → last, mean [t-interval]
+    over seeds, and the second method's growth minus the first's (with its wins)."""
+    if not same_heldout_personas(by_value.values()):
+        raise MetanbError(f"the runs of this {axis} sweep do not share each seed's held-out "
+                          "personas, so differences across them are not paired by seed (a T "
+                          "sweep needs tasks.nested=true)")
+    base, other = methods
+    values = sorted(by_value)
+    steps = [*zip(values, values[1:], strict=False), (values[0], values[-1])]
+    body = []
+    for a, b in steps:
+        g_base, g_other = growth(by_value, base, label, a, b), growth(by_value, other, label, a, b)
+        both = [g_other[s] - g_base[s] for s in g_base if s in g_other]
+        c = paired(both)
+        body.append([f"{a} → {b}", paired(list(g_base.values())).difference.cell(signed=True),
+                     paired(list(g_other.values())).difference.cell(signed=True),
+                     f"{c.difference.cell(signed=True)} {c.wins}/{c.n}"])
+    level = percent(LEVEL)
+    return (f"accuracy after fine-tuning {label!r} gained from {axis} = a to {axis} = b, paired "
+            f"by seed: mean [{level} t-interval]; last column with wins\n"
+            + text_table(["a → b", method_short(base), method_short(other),
+                          f"{method_short(other)}'s gain − {method_short(base)}'s"], body))
+
+
+def method_short(method: str) -> str:
+    """The short name tables use: the registry's display name without its gloss ("SR")."""
+    from metanb.retrain.methods import METHODS
+
+    return METHODS[method].display.split(" (")[0] if method in METHODS else method
 
 
 def format_sweep(gains: dict[int, dict[str, PairedComparison]], digits: int = 3,
