@@ -98,6 +98,26 @@ def test_a_run_without_out_is_one_line() -> None:
                                    "--dry-run runs without it")
 
 
+@pytest.mark.parametrize("what", ["clusters", "parlai-file"])
+def test_missing_data_is_one_line_and_writes_no_run_folder(tmp_path: Path, what: str) -> None:
+    data = tmp_path / "persona_chat"
+    data.mkdir()
+    (data / "train_self_original.txt").write_text("1 your persona: i like tea.\n")
+    out = tmp_path / "run"
+    if what == "clusters":
+        args = ["--profile", "paper", "--set", f"data.path={data}", *TINY]
+        expected = (f"{data} lacks valid_self_original.txt, train_persona_map, "
+                    "valid_persona_map; a Persona-Chat folder holds")
+    else:
+        args = ["--profile", "quick", "--set", "data.source=parlai",
+                "--set", f"data.path={data / 'nope.txt'}"]
+        expected = f"data.path {data / 'nope.txt'} does not exist; give a ParlAI text file"
+    proc = metanb("run", "convai2", *args, "--out", str(out), "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
+    assert not out.exists()  # nothing written: fixing the path then runs in the same folder
+
+
 def test_tiny_paper_run_writes_every_method_with_last_below_best(tmp_path: Path) -> None:
     data = persona_chat_folder(tmp_path / "persona_chat")
     out = tmp_path / "run"

@@ -125,9 +125,8 @@ class PersonaChatFolder:
     valid_map: PersonaMap
 
 
-def load_persona_chat_folder(path: str | Path, skip_bad: bool = False) -> PersonaChatFolder:
-    """Read a Persona-Chat folder (see the module docstring); missing files are named."""
-    folder = Path(path)
+def check_persona_chat_folder(folder: Path) -> None:
+    """Refuse, naming what is missing, a folder that is not a whole Persona-Chat folder."""
     if not folder.is_dir():
         raise MetanbError(f"{folder} is not a folder; a Persona-Chat folder holds {_layout()}")
     missing = [n for n in ARCHIVE_MEMBERS if not (folder / n).is_file()]
@@ -137,6 +136,12 @@ def load_persona_chat_folder(path: str | Path, skip_bad: bool = False) -> Person
             f"{folder} lacks {', '.join(missing)}; a Persona-Chat folder holds {_layout()} "
             "(python -m metanb data download --out FOLDER fetches them)"
         )
+
+
+def load_persona_chat_folder(path: str | Path, skip_bad: bool = False) -> PersonaChatFolder:
+    """Read a Persona-Chat folder (see the module docstring); missing files are named."""
+    folder = Path(path)
+    check_persona_chat_folder(folder)
     maps = {s: read_persona_map(_map_path(folder, s)) for s in SPLITS}  # type: ignore[arg-type]
     return PersonaChatFolder(
         train=read_parlai(folder / "train_self_original.txt", skip_bad=skip_bad),

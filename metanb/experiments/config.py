@@ -336,6 +336,11 @@ class Settings:
     def validate(self: S) -> S:  # pragma: no cover - every experiment overrides it
         raise NotImplementedError
 
+    def check_inputs(self) -> None:
+        """Refuse, before a run writes anything, inputs that are not there (data files): the
+        runner calls it first, so a bad path leaves no half-made run folder behind. Settings
+        are checked by :meth:`validate`; this default has no files to check."""
+
 
 @dataclass
 class ExperimentConfig(Settings):
@@ -355,6 +360,23 @@ class ExperimentConfig(Settings):
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     # ---- validation --------------------------------------------------------------------
+    def check_inputs(self) -> None:
+        """The data files this run will read exist (a Persona-Chat folder for
+        ``tasks.split=clusters``, a ParlAI text file for ``data.source=parlai``)."""
+        from metanb.data.persona_chat import check_persona_chat_folder
+
+        d = self.data
+        if self.tasks.split == "clusters":
+            check_persona_chat_folder(Path(d.path or ""))
+        elif d.source == "parlai" and d.path != "sample":
+            path = Path(d.path or "")
+            if path.is_dir():
+                raise MetanbError(f"data.path {path} is a folder; a Persona-Chat folder is read "
+                                  "with tasks.split=clusters, otherwise give a ParlAI text file")
+            if not path.is_file():
+                raise MetanbError(f"data.path {path} does not exist; give a ParlAI text file "
+                                  "(python -m metanb data download --out FOLDER fetches them)")
+
     def validate(self) -> ExperimentConfig:
         """Raise a one-line MetanbError for the first inconsistent setting; return self."""
         t, r, f, d = self.tasks, self.retrain, self.finetune, self.data

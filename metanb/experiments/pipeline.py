@@ -55,6 +55,7 @@ def load_dialogues(config: ExperimentConfig, generator_seed: int | None = None,
     from metanb import data
 
     d = config.data
+    config.check_inputs()
     if config.tasks.split == "clusters":
         return data.load_persona_chat_folder(d.path or "")
     if d.source == "generator":
@@ -66,11 +67,7 @@ def load_dialogues(config: ExperimentConfig, generator_seed: int | None = None,
             distractors=d.distractors,
         )
     if d.source == "parlai":
-        path = data.sample_path() if d.path == "sample" else Path(d.path or "")
-        if path.is_dir():
-            raise MetanbError(f"data.path {path} is a folder; a Persona-Chat folder is read with "
-                              "tasks.split=clusters, otherwise give a ParlAI text file")
-        return data.read_parlai(path)
+        return data.read_parlai(data.sample_path() if d.path == "sample" else Path(d.path or ""))
     return data.load_hf_persona_chat(d.hf_name, split=d.hf_split)
 
 

@@ -250,6 +250,7 @@ def run_grid(
     needed only to resume an unfinished cell).
     """
     config.validate()
+    config.check_inputs()  # before anything is written: a missing data file leaves no folder
     out = Path(out)
     if cell_fn is None:
         cell_fn = experiment_cell(config.experiment)
