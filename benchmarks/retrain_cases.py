@@ -135,6 +135,23 @@ def adaptable(model: nn.Module, target_modules: tuple[str, ...]) -> str | None:
     return None
 
 
+def flop_bound(case: Case, rank: int) -> float:
+    """The best mixed / standard ratio the adapters' arithmetic allows: the multiply-adds per
+    token of every adaptable layer, over the same plus the adapters' r·(in + out) on the
+    target layers. An estimate good to about a percent: attention products and element-wise
+    work are left out, and a pooler or head is counted as if it ran on every token. An
+    implementation cannot beat it by more than that; the gap below it is overhead."""
+    from metanb.lora import multi_lora_layers
+    from metanb.lora.layer import features, is_adaptable
+
+    adapted = add_multi_lora(copy.deepcopy(case.model), MultiLoraConfig(
+        num_tasks=1, rank=rank, target_modules=case.target_modules))
+    targets = multi_lora_layers(adapted)
+    base = sum(i * o for m in adapted.modules() if is_adaptable(m) for i, o in [features(m)])
+    extra = sum(rank * (layer.in_features + layer.out_features) for layer in targets.values())
+    return round(base / (base + extra), 3)
+
+
 def causal_lm_case(sizes: Sizes) -> Case:
     """GPT-2 (Conv1D) if metanb adapts it, else Llama; ``note`` says which and why."""
     length = 2 * sizes.length  # one sequence per example: twice as long, to weigh the same

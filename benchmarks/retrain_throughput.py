@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from retrain_cases import CASES, WAYS, Case, Sizes, quiet_transformers, run_way
+from retrain_cases import CASES, WAYS, Case, Sizes, flop_bound, quiet_transformers, run_way
 from retrain_memory import cpu_peaks, cuda_peak_mib, rss_supported
 from retrain_peers import peft_inference_twin, randomise_adapters
 from retrain_schedules import compare_schedules
@@ -213,7 +213,8 @@ def summary(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for r in result["training"]:
         rows[(r["case"], r["T"])] = {"case": r["case"], "T": r["T"], **{
-            k: v for k, v in r[clock].items() if "/" in k}}
+            k: v for k, v in r[clock].items() if "/" in k},
+            "FLOP bound": result["cases"][r["case"]]["flop_bound"]}
     for r in result["inference"]:
         rows.setdefault((r["case"], r["T"]), {"case": r["case"], "T": r["T"]})[
             "infer metanb / peft"] = r[clock]["infer metanb / peft"]
@@ -241,9 +242,12 @@ def verdicts(result: dict[str, Any]) -> list[str]:
         worst = min(r[name] for r in hits)
         by_case = {case: min(r[name] for r in hits if r["case"] == case)
                    for case in dict.fromkeys(r["case"] for r in hits)}
+        bound = {case: result["cases"][case]["flop_bound"] for case in by_case
+                 } if name == "mixed / standard" else {}
         lines.append(f"{name} >= {target}: worst {worst} -> "
                      f"{'met' if worst >= target else 'NOT met'} (by case: " + ", ".join(
                          f"{case} {v} {'met' if v >= target else 'NOT met'}"
+                         + (f" [FLOP bound {bound[case]}]" if case in bound else "")
                          for case, v in by_case.items()) + ")")
     return lines
 
@@ -253,7 +257,9 @@ def measure(device: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, An
     cases = {name: CASES[name](sizes) for name in args.cases}
     result: dict[str, Any] = {"device": device, "table_clock": clock,
                               "cases": {n: {"target_modules": list(c.target_modules),
-                                            "note": c.note} for n, c in cases.items()}}
+                                            "note": c.note,
+                                            "flop_bound": flop_bound(c, args.rank)}
+                                        for n, c in cases.items()}}
     for case in cases.values():
         if case.note:
             print(f"{case.name}: {case.note}")
@@ -284,6 +290,7 @@ def measure(device: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, An
     result["verdicts"] = verdicts(result)
     print_table(f"ratios, {device}, {clock}, {torch.get_num_threads()} threads",
                 result["summary"], ["case", "T", "mixed / standard", "mixed / standard paired",
+                                    "FLOP bound",
                                     "mixed / peft loop",
                                     "mixed / round-robin", "infer metanb / peft",
                                     "mem mixed / standard"])
