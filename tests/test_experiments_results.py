@@ -450,7 +450,7 @@ def test_growth_across_a_nested_sweep_is_paired_by_seed(tmp_path: Path) -> None:
     by_T = {run.config.tasks.retrain: run for run in find_runs(tmp_path)}
     assert growth(by_T, "lora-ml", "4", 2, 8) == pytest.approx({0: 0.4, 1: 0.42, 2: 0.44})
     lines = growth_table(by_T, "4", "T").splitlines()
-    assert lines[0].startswith("accuracy after fine-tuning '4' gained from T = a to T = b")
+    assert lines[0].startswith("accuracy after rank-4 LoRA fine-tuning gained from T = a to T = b")
     assert lines[1].split()[:4] == ["a", "→", "b", "SR"]
     assert lines[3].split()[:4] == ["2", "→", "4", "+0.100"]
     assert lines[5].split()[:4] == ["2", "→", "8", "+0.200"]  # the first → last row

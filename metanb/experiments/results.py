@@ -342,6 +342,14 @@ def gains_by_support(runs: Sequence[Run], method: str = "lora-ml", baseline: str
             for run in sorted(runs, key=lambda r: r.config.tasks.support)}
 
 
+def finetune_name(label: str) -> str:
+    """How tables and figures name a fine-tuning label: "no fine-tuning" for 0, "last-layer
+    fine-tuning" for head, "rank-r LoRA fine-tuning" for a rank."""
+    if label == "0":
+        return "no fine-tuning"
+    return "last-layer fine-tuning" if label == "head" else f"rank-{label} LoRA fine-tuning"
+
+
 def accuracy_by_seed(records: Iterable[dict[str, Any]], method: str, label: str
                      ) -> dict[int, float]:
     """``{seed: accuracy}`` of ``method`` after fine-tuning ``label`` (its smallest
@@ -392,8 +400,8 @@ def growth_table(by_value: Mapping[int, Run], label: str, axis: str,
                      paired(list(g_other.values())).difference.cell(signed=True),
                      f"{c.difference.cell(signed=True)} {c.wins}/{c.n}"])
     level = percent(LEVEL)
-    return (f"accuracy after fine-tuning {label!r} gained from {axis} = a to {axis} = b, paired "
-            f"by seed: mean [{level} t-interval]; last column with wins\n"
+    return (f"accuracy after {finetune_name(label)} gained from {axis} = a to {axis} = b, "
+            f"paired by seed: mean [{level} t-interval]; last column with wins\n"
             + text_table(["a → b", method_short(base), method_short(other),
                           f"{method_short(other)}'s gain − {method_short(base)}'s"], body))
 

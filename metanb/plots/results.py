@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from metanb.experiments.results import SummaryRow, finetune_order
+from metanb.experiments.results import SummaryRow, finetune_name, finetune_order
 from metanb.plots.style import method_color, series_style
 from metanb.stats import PairedComparison, se_label
 
@@ -165,9 +165,7 @@ def plot_accuracy_vs_tasks(points: Mapping[int, Sequence[SummaryRow]], label: st
     ax.set_xscale("log", base=2)
     ax.set_xticks(Ts, [str(T) for T in Ts])
     ax.set_xlabel("retraining personas T")
-    what = "no fine-tuning" if label == "0" else (
-        "last-layer fine-tuning" if label == "head" else f"rank-{label} LoRA fine-tuning")
-    ax.set_ylabel(f"held-out accuracy, {what}")
+    ax.set_ylabel(f"held-out accuracy, {finetune_name(label)}")
     _legend(ax, se_label([r.n for T in Ts for r in points[T] if r.finetune == label]))
     _caption(ax, caption)
     return ax
