@@ -265,3 +265,83 @@ FIGURES = {
     "rate": rate_experiment,
     "rank_misspecification": rank_misspecification_experiment,
 }
+
+
+# ---- intuition pictures (chapter 3) and the finite-sample picture (chapter 4) ----------------
+# Not in FIGURES: they take their own small sizes, not the shared GRID.
+
+
+def shift_spectra(d: int = 4, k: int = 1, tasks: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Eigenvalues behind "the average of T rank-k shifts is a rank-Tk blob", for one population
+    instance (no samples). Keys: shifts [T, d] (eigenvalues of each ``U_t U_tᵀ``), average [d]
+    (of their mean, SR's shift from A_star), residual_star / residual_sr [d] (of ``M_new − A_star``
+    and ``M_new − A_SR``; all symmetric, eigenvalues sorted by decreasing absolute value),
+    kept_star / kept_sr [d] (bool: the eigenvalues the best rank-k PSD adapter absorbs),
+    floor_star / floor_sr (``sr_floor`` of each base: what rank-k fine-tuning leaves), d, k, tasks.
+    """
+    truth = make_ground_truth(d, k, tasks, seed)
+    P = truth.U_star @ truth.U_star.transpose(-1, -2)
+    A_sr = sr_limit(truth.A_star, truth.U_star)
+    M_new = _new_task(truth, seed)
+
+    def by_size(S: torch.Tensor) -> np.ndarray:
+        ev = torch.linalg.eigvalsh(S).numpy()
+        return ev[np.argsort(-np.abs(ev), kind="stable")]
+
+    def kept(ev: np.ndarray) -> np.ndarray:
+        # a PSD rank-k adapter absorbs the k largest positive eigenvalues (lowrank.sr_floor)
+        top = np.argsort(-ev, kind="stable")[:k]
+        mask = np.zeros(len(ev), dtype=bool)
+        mask[top[ev[top] > 0]] = True
+        return mask
+
+    res_star, res_sr = by_size(M_new - truth.A_star), by_size(M_new - A_sr)
+    return {"shifts": np.stack([by_size(p) for p in P]), "average": by_size(P.mean(0)),
+            "residual_star": res_star, "residual_sr": res_sr,
+            "kept_star": kept(res_star), "kept_sr": kept(res_sr),
+            "floor_star": sr_floor(truth.A_star, M_new, k), "floor_sr": sr_floor(A_sr, M_new, k),
+            "d": d, "k": k, "tasks": tasks}
+
+
+@single_threaded()
+def finite_sample_grid(
+    d: int = 10,
+    k: int = 1,
+    tasks: int = 3,
+    retrain_samples: tuple[int, ...] = (20, 50, 200, 1000, 5000),
+    finetune_samples: tuple[int, ...] = (20, 100, 500, 2500, 10000),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    sigma: float = 1.0,
+) -> dict[str, Any]:
+    """The end-to-end finite-sample picture: retrain SR and LoRA-ML on n samples per task, then
+    rank-k fine-tune a fresh task on m samples; every (n, m) pair, for each seed.
+
+    Both methods see the same retraining and fine-tuning samples (seeded streams as in
+    :func:`floor_vs_samples_experiment`). Keys: retrain_samples [n], finetune_samples [m],
+    sr / lora_ml [seed, n, m] (population excess error on the new task), sr_floor [seed, n]
+    (``sr_floor`` of SR's fitted base: no m beats it), sr_floor_population [seed] (the same from
+    SR's population limit, the chapter's closed form), d, k, tasks, sigma.
+    """
+    grid = LinearGrid(d=d, k=k, tasks=tasks, sigma=sigma, seeds=tuple(seeds))
+    ns, ms = np.array(retrain_samples), np.array(finetune_samples)
+    sr = np.zeros((len(seeds), len(ns), len(ms)))
+    ml = np.zeros_like(sr)
+    floor = np.zeros((len(seeds), len(ns)))
+    floor_pop = np.zeros(len(seeds))
+    for i, seed in enumerate(seeds):
+        truth = make_ground_truth(d, k, tasks, seed)
+        M = truth.task_matrices()
+        M_new = _new_task(truth, seed)
+        floor_pop[i] = sr_floor(sr_limit(truth.A_star, truth.U_star), M_new, k)
+        for a, n in enumerate(ns):
+            data = sample_task_data(M, int(n), sigma,
+                                    child_generator(seed * 1000 + int(n), STREAM_RETRAIN_DATA))
+            A_sr = standard_retraining(data)
+            A_ml = lora_ml(data, k, seed=child_generator(seed, STREAM_INIT)).A
+            floor[i, a] = sr_floor(A_sr, M_new, k)
+            for b, m in enumerate(ms):
+                sr[i, a, b] = _finetune_error(A_sr, M_new, m, k, grid, seed)
+                ml[i, a, b] = _finetune_error(A_ml, M_new, m, k, grid, seed)
+    return {"retrain_samples": ns, "finetune_samples": ms, "sr": sr, "lora_ml": ml,
+            "sr_floor": floor, "sr_floor_population": floor_pop, "d": d, "k": k,
+            "tasks": tasks, "sigma": sigma}

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from metanb.plots.style import method_color, series_style
+from metanb.plots.style import method_color, series_hatch, series_style
 from metanb.stats import column_mean_se, count, se_label
 
 TINY = 1e-18  # floor for log axes (exact zeros are printed, not plotted)
@@ -176,4 +176,76 @@ def plot_rank_misspecification(data: dict[str, Any], axes=None) -> Figure:
     bx.set(xticks=r, xlabel="adapter rank $r$", ylabel="excess error",
            title=f"n = {data['samples']} fine-tuning samples")
     _legend(bx, se_label([finite]))
+    return ax.figure
+
+
+def plot_shift_spectra(data: dict[str, Any], axes=None) -> Figure:
+    """Intuition before the algebra (chapter 3), from
+    :func:`~metanb.linear.experiments.shift_spectra`:
+    (a) the eigenvalues of each task's shift ``U_t U_tᵀ`` (k nonzero each); (b) of their average,
+    SR's shift from A_star (T k nonzero: "a rank-Tk blob"); (c) of what a rank-k fine-tune must
+    fix on a new task, from A_star and from SR's base, with the part the best PSD rank-k adapter
+    absorbs hatched and the floor it leaves (the squares of the rest) in the legend."""
+    ax, bx, cx = _axes(axes, 3, width=4.3)
+    d, k, T = data["d"], data["k"], data["tasks"]
+    idx = np.arange(1, d + 1)
+    width = 0.8 / T
+    for t, ev in enumerate(data["shifts"]):
+        ax.bar(idx - 0.4 + width * (t + 0.5), ev, width, color=series_style(t)["color"],
+               hatch=series_hatch(t), edgecolor="white",
+               label=f"$U_{{{t + 1}}}U_{{{t + 1}}}^\\top$")
+    ax.set(title=f"each task's shift: rank k = {k}", ylabel="eigenvalue")
+    ax.legend()
+    nonzero = int((np.abs(data["average"]) > 1e-10).sum())
+    bx.bar(idx, data["average"], 0.6, color=method_color("sr"),
+           label=r"$\frac{1}{T}\sum_t U_tU_t^\top = A_{SR} - A^\star$")
+    bx.set(title=f"their average: rank {nonzero} = Tk", ylim=ax.get_ylim())
+    bx.legend()
+    for j, (key, color, name) in enumerate((("star", method_color("theory"), r"$A^\star$"),
+                                            ("sr", method_color("sr"), "SR"))):
+        ev, kept = data[f"residual_{key}"], data[f"kept_{key}"]
+        x = idx - 0.2 + 0.4 * j
+        cx.bar(x[kept], ev[kept], 0.38, color="white", edgecolor=color, hatch="//",
+               label=f"{name}: absorbed")
+        cx.bar(x[~kept], ev[~kept], 0.38, color=color,
+               label=f"{name}: left, floor {data[f'floor_{key}']:.2f}")
+    cx.axhline(0, color="black", lw=0.8)
+    cx.set(title=f"new task: eigenvalues of $M_{{new}}$ − base\n(rank-{k} adapter on each base)",
+           xlabel="index (by size)", ylabel="eigenvalue")
+    cx.legend(loc="upper right")
+    for a in (ax, bx, cx):
+        a.set_xticks(idx)
+        a.set_xlabel("index (by size)")
+    return ax.figure
+
+
+def plot_finite_sample_grid(data: dict[str, Any], axes=None) -> Figure:
+    """The end-to-end finite-sample picture (chapter 4), from
+    :func:`~metanb.linear.experiments.finite_sample_grid`: heatmaps of the new task's excess
+    error (mean over seeds, one shared log colour scale, each cell's value printed) against
+    retraining samples per task (rows) and fine-tuning samples (columns), SR left, LoRA-ML right."""
+    from matplotlib.colors import LogNorm
+
+    ax, bx = _axes(axes, 2, width=4.6)
+    means = {name: data[name].mean(0) for name in ("sr", "lora_ml")}
+    norm = LogNorm(vmin=min(m.min() for m in means.values()),
+                   vmax=max(m.max() for m in means.values()))
+    ns, ms = data["retrain_samples"], data["finetune_samples"]
+    seeds = count(len(data["sr"]))
+    for a, name, title in ((ax, "sr", f"SR (closed-form floor, n = ∞: "
+                                      f"{data['sr_floor_population'].mean():.2f})"),
+                           (bx, "lora_ml", "LoRA-ML")):
+        mesh = a.pcolormesh(means[name], norm=norm, cmap="viridis")
+        for (i, j), value in np.ndenumerate(means[name]):
+            # dark text on the light end of the map, light text on the dark end
+            light = norm(value) > 0.6
+            a.text(j + 0.5, i + 0.5, f"{value:.2g}", ha="center", va="center", fontsize=8,
+                   color="black" if light else "white")
+        a.set_xticks(np.arange(len(ms)) + 0.5, [str(m) for m in ms])
+        a.set_yticks(np.arange(len(ns)) + 0.5, [str(n) for n in ns])
+        a.grid(False)
+        a.set(xlabel="fine-tuning samples $m$ (new task)", ylabel="retraining samples per task $n$",
+              title=title)
+    cbar = ax.figure.colorbar(mesh, ax=[ax, bx], shrink=0.9)
+    cbar.set_label(f"excess error, mean over {seeds}")
     return ax.figure
